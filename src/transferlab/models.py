@@ -1,0 +1,124 @@
+"""Models: TinyVGG from scratch, transfer models (frozen backbone + new head), checkpoints.
+
+A checkpoint is a plain dict of tensors and primitives (loadable with weights_only=True):
+`kind`, `classes`, `config` (what rebuilds the model) and `state_dict`. A transfer model with a
+frozen backbone stores only its head's weights plus the backbone's name.
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferlab import backbones
+from transferlab.outputs import load_torch
+
+
+class TinyVGG(nn.Module):
+    """Two [conv3x3 -> ReLU -> conv3x3 -> ReLU -> maxpool2] blocks, then a linear classifier."""
+
+    def __init__(self, hidden_units: int, n_classes: int, image_size: int, in_channels: int = 3):
+        super().__init__()
+        self.block_1 = self._block(in_channels, hidden_units)
+        self.block_2 = self._block(hidden_units, hidden_units)
+        side = image_size // 4
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(hidden_units * side * side, n_classes))
+
+    @staticmethod
+    def _block(in_channels: int, out_channels: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(kernel_size=2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.block_2(self.block_1(x)))
+
+
+def make_head(in_features: int, n_classes: int, dropout: float) -> nn.Sequential:
+    """The transfer recipe's new classifier: Dropout + Linear."""
+    return nn.Sequential(nn.Dropout(p=dropout), nn.Linear(in_features, n_classes))
+
+
+class TransferModel(nn.Module):
+    """A pretrained backbone (pooled features) followed by a new head."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def freeze(module: nn.Module) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    return {
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """N x H x W x 3 uint8 -> N x 3 x H x W float in [0, 1] (TinyVGG's input)."""
+    return torch.as_tensor(images).permute(0, 3, 1, 2).float().div(255)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+def tinyvgg_checkpoint(model: TinyVGG, classes: list[str], hidden_units: int, image_size: int) -> dict:
+    config = {"hidden_units": hidden_units, "image_size": image_size}
+    return {"kind": "tinyvgg", "classes": classes, "config": config, "state_dict": model.state_dict()}
+
+
+def transfer_checkpoint(model: TransferModel, classes: list[str], backbone: str, image_size: int | None,
+                        frozen: bool, data_image_size: int) -> dict:
+    config = {"backbone": backbone, "image_size": image_size, "frozen": frozen,
+              "data_image_size": data_image_size}
+    state = model.head.state_dict() if frozen else model.state_dict()
+    return {"kind": "transfer", "classes": classes, "config": config, "state_dict": state}
+
+
+class Classifier:
+    """A trained model rebuilt from a checkpoint, with the preprocessing its inputs need."""
+
+    def __init__(self, checkpoint: dict):
+        self.checkpoint = checkpoint
+        self.kind = checkpoint["kind"]
+        self.classes = list(checkpoint["classes"])
+        self.config = dict(checkpoint["config"])
+        self.backbone = None
+        if self.kind == "tinyvgg":
+            self.model = TinyVGG(self.config["hidden_units"], len(self.classes), self.config["image_size"])
+            self.model.load_state_dict(checkpoint["state_dict"])
+        else:
+            self.backbone = backbones.load(self.config["backbone"], self.config["image_size"])
+            head = make_head(self.backbone.num_features, len(self.classes), self.backbone.info.dropout)
+            self.model = TransferModel(self.backbone.features, head)
+            if self.config["frozen"]:
+                freeze(self.backbone.features)
+                head.load_state_dict(checkpoint["state_dict"])
+            else:
+                self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.eval()
+
+    @property
+    def data_image_size(self) -> int:
+        """The side length of the canonical images the model was trained on."""
+        return self.config.get("data_image_size", self.config.get("image_size"))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Classifier":
+        return cls(load_torch(path))
+
+    def preprocess(self, images: np.ndarray) -> torch.Tensor:
+        """N x H x W x 3 uint8 images -> the model's input batch."""
+        if self.kind == "tinyvgg":
+            return uint8_to_float(images)
+        return self.backbone.transform(torch.as_tensor(images).permute(0, 3, 1, 2))

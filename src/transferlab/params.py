@@ -1,0 +1,152 @@
+"""params.yaml: loaded and validated in one place, with typo detection.
+
+Every key is required (params.yaml is the single source of defaults); an unknown or misspelt key,
+a wrong type or an out-of-range value is one UserError line naming the key and what is allowed.
+"""
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from transferlab.backbones import BACKBONE_NAMES
+from transferlab.errors import UserError
+
+PARAMS_FILE = "params.yaml"
+Optimizer = Literal["adam", "sgd"]
+SelectionMetric = Literal["test_acc", "test_loss"]
+
+
+def positive():
+    return field(metadata={"min": 1})
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str  # "cifar10", or a path to an ImageFolder directory or .tar/.tar.gz/.zip of one
+    image_size: int = positive()
+
+
+@dataclass(frozen=True)
+class SubsetParams:
+    tinyvgg_train_size: int = positive()
+    test_size: int = positive()
+
+
+@dataclass(frozen=True)
+class TinyVGGParams:
+    hidden_units: int = positive()
+    epochs: int = positive()
+    batch_size: int = positive()
+    optimizer: Optimizer
+    lr: float
+
+
+@dataclass(frozen=True)
+class TransferParams:
+    freeze: bool
+    image_size: int | None  # None: the pretrained weights' own input size
+    batch_size: int = positive()
+    optimizer: Optimizer
+    lr: float
+
+
+@dataclass(frozen=True)
+class SelectBestParams:
+    metric: SelectionMetric
+    predictions: int = positive()  # test images shown in reports/predictions.png
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = field(metadata={"min": 0})
+    data: DataParams
+    subset: SubsetParams
+    tinyvgg: TinyVGGParams
+    # The transfer-learning grid: each axis is one value or a list; every combination is one experiment.
+    model: tuple[Literal[BACKBONE_NAMES], ...]
+    train_size: tuple[int, ...] = positive()
+    epochs: tuple[int, ...] = positive()
+    transfer: TransferParams
+    select_best: SelectBestParams
+
+
+def load(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} not found (run from the project root)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise UserError(f"{path} is malformed{where}: {problem}") from None
+    return parse(raw, where=str(path))
+
+
+def parse(raw: object, where: str = PARAMS_FILE) -> Params:
+    return _convert_section(Params, raw, prefix="", where=where)
+
+
+def _convert_section(cls, raw, prefix: str, where: str):
+    name = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: {name} must be a mapping of keys to values")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise UserError(
+                f"{where}: unknown key '{prefix}{key}'{hint}; valid keys"
+                f"{' in ' + name if prefix else ''}: {', '.join(fields)}"
+            )
+    missing = [f"{prefix}{k}" for k in fields if k not in raw]
+    if missing:
+        raise UserError(f"{where}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    hints = typing.get_type_hints(cls)
+    values = {
+        key: _convert_value(hints[key], raw[key], f"{prefix}{key}", f.metadata, where)
+        for key, f in fields.items()
+    }
+    return cls(**values)
+
+
+def _convert_value(hint, value, key: str, metadata, where: str):
+    if dataclasses.is_dataclass(hint):
+        return _convert_section(hint, value, prefix=f"{key}.", where=where)
+    origin = typing.get_origin(hint)
+    if origin is tuple:  # a grid axis: one value or a list of values
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise UserError(f"{where}: {key} must not be an empty list")
+        converted = [_convert_value(hint.__args__[0], item, key, metadata, where) for item in items]
+        return tuple(dict.fromkeys(converted))
+    if origin in (types.UnionType, typing.Union):  # X | None
+        if value is None:
+            return None
+        return _convert_value(hint.__args__[0], value, key, metadata, where)
+    if origin is Literal:
+        if value not in hint.__args__:
+            raise UserError(f"{where}: {key} is {value!r}; choose one of: {', '.join(hint.__args__)}")
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise UserError(f"{where}: {key} must be {_type_name(hint)}, got {value!r}")
+    if hint is float and value <= 0:
+        raise UserError(f"{where}: {key} must be greater than 0, got {value!r}")
+    minimum = metadata.get("min")
+    if minimum is not None and value < minimum:
+        raise UserError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _type_name(hint) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[hint]

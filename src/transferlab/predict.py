@@ -1,0 +1,37 @@
+"""Predict with the exported best model: class and probability for each image file."""
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import UnidentifiedImageError
+
+from transferlab.data import decode_image
+from transferlab.errors import UserError
+from transferlab.models import Classifier
+
+DEFAULT_MODEL = Path("models/best.pt")
+
+
+def load_images(paths: list[Path], image_size: int) -> np.ndarray:
+    """Decode image files like the download stage does (RGB, image_size x image_size)."""
+    arrays = []
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+        try:
+            arrays.append(decode_image(path.read_bytes(), image_size))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise UserError(f"{path}: not a readable image ({err})") from None
+    return np.stack(arrays)
+
+
+@torch.inference_mode()
+def predict(paths: list[Path], model_file: Path = DEFAULT_MODEL) -> list[tuple[str, float]]:
+    """(class, probability) for each image, from the exported model."""
+    if not model_file.is_file():
+        raise UserError(f"no exported model at {model_file}; run `dvc repro` first (select_best writes it)")
+    classifier = Classifier.from_file(model_file)
+    images = load_images(paths, classifier.data_image_size)
+    probabilities = classifier.model(classifier.preprocess(images)).softmax(dim=1)
+    confidence, index = probabilities.max(dim=1)
+    return [(classifier.classes[i], p) for i, p in zip(index.tolist(), confidence.tolist())]

@@ -1,0 +1,59 @@
+"""The subset stage's logic: seeded, class-balanced, nested index subsets.
+
+Each class's indices are shuffled once with the seed; a subset of size n takes the first
+quota(n) indices of every class. Larger subsets therefore contain the smaller ones, and a size
+that does not divide by the class count gives the first n % C classes one image more.
+"""
+import numpy as np
+
+from transferlab.errors import UserError
+
+
+def class_quotas(size: int, n_classes: int) -> list[int]:
+    """Split `size` over classes as evenly as possible (earlier classes take the remainder)."""
+    base, remainder = divmod(size, n_classes)
+    return [base + (index < remainder) for index in range(n_classes)]
+
+
+def max_balanced_size(labels: np.ndarray, n_classes: int) -> int:
+    """The largest size whose class quotas the available images can fill."""
+    counts = np.bincount(labels, minlength=n_classes)
+    low, high = 0, int(counts.sum())
+    while low < high:
+        mid = (low + high + 1) // 2
+        if all(q <= c for q, c in zip(class_quotas(mid, n_classes), counts)):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+class NestedSampler:
+    """Draws nested class-balanced subsets of one split from a single seeded shuffle per class."""
+
+    def __init__(self, labels: np.ndarray, n_classes: int, seed: int, split: str):
+        rng = np.random.default_rng(seed)
+        self.n_classes = n_classes
+        self.split = split
+        self.per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(n_classes)]
+        self.maximum = max_balanced_size(labels, n_classes)
+
+    def draw(self, size: int, key: str) -> list[int]:
+        if size > self.maximum:
+            raise UserError(f"{key} is {size} but the {self.split} split allows at most "
+                            f"{self.maximum} images in a class-balanced subset")
+        quotas = class_quotas(size, self.n_classes)
+        chosen = np.concatenate([indices[:q] for indices, q in zip(self.per_class, quotas)])
+        return sorted(int(i) for i in chosen)
+
+
+def make_subsets(train_labels: np.ndarray, test_labels: np.ndarray, n_classes: int, seed: int,
+                 tinyvgg_train_size: int, transfer_train_sizes: tuple[int, ...], test_size: int) -> dict:
+    """Index lists: the TinyVGG train set, each transfer train size, and the shared test set."""
+    train = NestedSampler(train_labels, n_classes, seed, "train")
+    test = NestedSampler(test_labels, n_classes, seed, "test")
+    return {
+        "tinyvgg_train": train.draw(tinyvgg_train_size, "subset.tinyvgg_train_size"),
+        "transfer_train": {str(n): train.draw(n, "train_size") for n in sorted(transfer_train_sizes)},
+        "test": test.draw(test_size, "subset.test_size"),
+    }

@@ -1,0 +1,60 @@
+"""Experiment tracking: TensorBoard runs beside DVC metrics and plots files."""
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from transferlab.outputs import write_json
+
+
+class TensorBoardRun:
+    """One TensorBoard run directory: per-epoch `Loss` and `Accuracy` (train and test), the model
+    graph, hyperparameters for the HParams dashboard, and figures."""
+
+    def __init__(self, log_dir: str | Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.log_dir = Path(log_dir)
+        shutil.rmtree(self.log_dir, ignore_errors=True)  # a rerun replaces, never appends
+        self.writer = SummaryWriter(str(self.log_dir))
+
+    def log_epochs(self, history: dict[str, list[float]], first: int = 1) -> None:
+        """Log epochs `first`.. of `history` (1-based)."""
+        for epoch in range(first, len(history["train_loss"]) + 1):
+            row = {key: values[epoch - 1] for key, values in history.items()}
+            self.writer.add_scalars("Loss", {"train": row["train_loss"], "test": row["test_loss"]}, epoch)
+            self.writer.add_scalars("Accuracy", {"train": row["train_acc"], "test": row["test_acc"]}, epoch)
+
+    def log_graph(self, model: nn.Module, example_input: torch.Tensor) -> None:
+        was_training = model.training
+        model.eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about data-dependent branches
+            self.writer.add_graph(model, example_input)
+        model.train(was_training)
+
+    def log_hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
+        self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
+
+    def log_figure(self, tag: str, figure) -> None:
+        self.writer.add_figure(tag, figure)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def history_records(history: dict[str, list[float]]) -> list[dict[str, float]]:
+    """Per-epoch rows for a DVC plots file: [{"epoch": 1, "train_loss": ..., ...}, ...]."""
+    keys = list(history)
+    return [{"epoch": epoch, **{key: history[key][epoch - 1] for key in keys}}
+            for epoch in range(1, len(history[keys[0]]) + 1)]
+
+
+def final_metrics(history: dict[str, list[float]]) -> dict[str, float]:
+    return {key: round(values[-1], 6) for key, values in history.items()}
+
+
+def write_history(path: str | Path, history: dict[str, list[float]]) -> None:
+    write_json(path, history_records(history))

@@ -123,7 +123,7 @@ def load_image_folder(source: Path, image_size: int) -> Dataset:
     if not source.exists():
         raise UserError(f"data.source {str(source)!r} does not exist; use 'cifar10' or a path to an "
                         f"ImageFolder directory or {'/'.join(ARCHIVE_SUFFIXES)} archive")
-    images: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in SPLITS}
+    images: dict[str, dict[str, dict[str, np.ndarray]]] = {name: {} for name in SPLITS}
     skipped = 0
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -132,13 +132,13 @@ def load_image_folder(source: Path, image_size: int) -> Dataset:
                 continue
             if is_dir:
                 if len(parts) >= 2 and parts[-2] in SPLITS:
-                    images[parts[-2]].setdefault(parts[-1], [])
+                    images[parts[-2]].setdefault(parts[-1], {})
                 continue
             if len(parts) < 3 or parts[-3] not in SPLITS or PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            per_class = images[parts[-3]].setdefault(parts[-2], [])
+            per_class = images[parts[-3]].setdefault(parts[-2], {})
             try:
-                per_class.append(decode_image(read(), image_size))
+                per_class["/".join(parts)] = decode_image(read(), image_size)
             except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
                 raise UserError(f"{source}: {'/'.join(parts)} exceeds the decompression-bomb limit ({err})") from None
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -149,7 +149,8 @@ def load_image_folder(source: Path, image_size: int) -> Dataset:
     return _assemble(source, images)
 
 
-def _assemble(source: Path, images: dict[str, dict[str, list[np.ndarray]]]) -> Dataset:
+def _assemble(source: Path, images: dict[str, dict[str, dict[str, np.ndarray]]]) -> Dataset:
+    """Stack images by class (sorted) and, within a class, by path: archive order never matters."""
     for name in SPLITS:
         if not images[name]:
             raise UserError(f"{source} has no {name}/<class>/ folders with images; expected the ImageFolder "
@@ -167,7 +168,7 @@ def _assemble(source: Path, images: dict[str, dict[str, list[np.ndarray]]]) -> D
     for name in SPLITS:
         per_class = images[name]
         splits[name] = Split(
-            images=np.stack([array for cls in classes for array in per_class[cls]]),
+            images=np.stack([per_class[cls][path] for cls in classes for path in sorted(per_class[cls])]),
             labels=np.concatenate([np.full(len(per_class[cls]), index, dtype=np.int64)
                                    for index, cls in enumerate(classes)]),
         )
@@ -220,6 +221,16 @@ def _safe_parts(archive: Path, name: str) -> tuple[str, ...]:
     return tuple(part for part in path.parts if part != ".")
 
 
+def _guarded(archive: Path, read: Callable[[], bytes]) -> Callable[[], bytes]:
+    """A member reader whose archive errors (raised in the caller, outside the generator) are UserErrors."""
+    def guarded_read() -> bytes:
+        try:
+            return read()
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as err:
+            raise UserError(f"cannot read archive {archive}: {err or type(err).__name__}") from None
+    return guarded_read
+
+
 def _tar_members(archive: Path) -> Iterator[Member]:
     try:
         with tarfile.open(archive, "r:*") as tar:
@@ -230,7 +241,7 @@ def _tar_members(archive: Path) -> Iterator[Member]:
                 if member.isdev():
                     raise UserError(f"{archive}: refusing device member {member.name!r}")
                 if member.isdir() or member.isfile():
-                    yield parts, member.isdir(), lambda member=member: tar.extractfile(member).read()
+                    yield parts, member.isdir(), _guarded(archive, lambda member=member: tar.extractfile(member).read())
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         raise UserError(f"cannot read archive {archive}: {err or type(err).__name__}") from None
 
@@ -245,6 +256,6 @@ def _zip_members(archive: Path) -> Iterator[Member]:
                     raise UserError(f"{archive}: refusing link member {info.filename!r}")
                 if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
                     raise UserError(f"{archive}: refusing device member {info.filename!r}")
-                yield parts, info.is_dir(), lambda info=info: zf.read(info)
+                yield parts, info.is_dir(), _guarded(archive, lambda info=info: zf.read(info))
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as err:
         raise UserError(f"cannot read archive {archive}: {err or type(err).__name__}") from None

@@ -55,4 +55,6 @@ class FeatureCache:
             features = new if stored["features"] is None else torch.cat([stored["features"], new])
             stored = {"keys": stored["keys"] + [keys[i] for i in new_indices], "features": features}
             save_torch(self.path, stored)
+        if not keys:
+            return torch.empty(0, self.backbone.num_features)
         return stored["features"][[row_of[key] for key in keys]]

@@ -1,5 +1,6 @@
 """Atomic writes: an output is either complete or absent, never half-written."""
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -50,8 +51,12 @@ def write_json(path: str | os.PathLike, data: object) -> None:
 
 
 def save_torch(path: str | os.PathLike, obj: object) -> None:
+    """torch.save, byte-for-byte reproducible: saving to a file names the zip's inner folder after
+    that (temporary) file, so serialise to memory first."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_torch(path: str | os.PathLike) -> dict:

@@ -28,7 +28,7 @@ def positive():
 @dataclass(frozen=True)
 class DataParams:
     source: str  # "cifar10", or a path to an ImageFolder directory or .tar/.tar.gz/.zip of one
-    image_size: int = positive()
+    image_size: int = field(metadata={"min": 4})  # TinyVGG pools twice
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class TinyVGGParams:
 @dataclass(frozen=True)
 class TransferParams:
     freeze: bool
-    image_size: int | None  # None: the pretrained weights' own input size
+    image_size: int | None = positive()  # None: the pretrained weights' own input size
     batch_size: int = positive()
     optimizer: Optimizer
     lr: float
@@ -82,6 +82,8 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path} not found (run from the project root)") from None
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -1,0 +1,190 @@
+"""experiments: the grid, and `fit`'s checkpoint/resume."""
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from transferlab import engine, params
+from transferlab.experiments import Experiment, expand_grid, fit
+from transferlab.outputs import load_torch
+
+PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
+CPU = torch.device("cpu")
+
+
+def grid_params(**axes) -> params.Params:
+    raw = yaml.safe_load(PARAMS_YAML.read_text())
+    raw.update(axes)
+    return params.parse(raw)
+
+
+# --- the grid -------------------------------------------------------------------------------------
+
+def test_experiment_names():
+    experiment = Experiment("effnet_b0", 500, 5)
+    assert experiment.run_name == "500_images/effnet_b0/5_epochs"
+    assert experiment.name == "500_images-effnet_b0-5_epochs"
+
+
+def test_expand_grid_with_scalar_axes_is_one_experiment():
+    grid = expand_grid(grid_params(model="effnet_b0", train_size=500, epochs=5))
+    assert grid == [Experiment("effnet_b0", 500, 5)]
+    assert [e.name for e in grid] == ["500_images-effnet_b0-5_epochs"]
+    assert [e.run_name for e in grid] == ["500_images/effnet_b0/5_epochs"]
+
+
+def test_expand_grid_with_list_axes_is_every_combination_in_order():
+    grid = expand_grid(grid_params(model=["effnet_b0", "effnet_lite0"], train_size=[500, 1000], epochs=[5, 10]))
+    assert len(grid) == 8
+    assert [e.name for e in grid] == [
+        "500_images-effnet_b0-5_epochs", "500_images-effnet_b0-10_epochs",
+        "1000_images-effnet_b0-5_epochs", "1000_images-effnet_b0-10_epochs",
+        "500_images-effnet_lite0-5_epochs", "500_images-effnet_lite0-10_epochs",
+        "1000_images-effnet_lite0-5_epochs", "1000_images-effnet_lite0-10_epochs",
+    ]
+    assert grid[2] == Experiment(model="effnet_b0", train_size=1000, epochs=5)
+    assert grid[5].run_name == "500_images/effnet_lite0/10_epochs"
+
+
+def test_expand_grid_mixes_scalar_and_list_axes():
+    grid = expand_grid(grid_params(model="effnet_lite2", train_size=[100, 50, 200], epochs=3))
+    assert grid == [Experiment("effnet_lite2", 100, 3), Experiment("effnet_lite2", 50, 3),
+                    Experiment("effnet_lite2", 200, 3)]
+    assert len({e.name for e in grid}) == 3
+
+
+# --- fit: checkpoint and resume -------------------------------------------------------------------
+
+class RecordingRun:
+    """Stands in for TensorBoardRun: records which epochs are logged."""
+
+    def __init__(self):
+        self.logged: list[int] = []
+
+    def log_epochs(self, history, first=1):
+        self.logged.extend(range(first, len(history["train_loss"]) + 1))
+
+
+def make_data(seed=0, n=30):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=g)
+    return TensorDataset(x, (x[:, 0] + 0.3 * x[:, 1] > 0).long())
+
+
+TRAIN, TEST = make_data(0), make_data(1, n=12)
+
+
+def settings(lr=0.05, optimizer="adam"):
+    return params.TinyVGGParams(hidden_units=8, epochs=4, batch_size=8, optimizer=optimizer, lr=lr)
+
+
+def make_model(init_seed=0, width=8):
+    torch.manual_seed(init_seed)  # also the global state that dropout draws from
+    return nn.Sequential(nn.Linear(2, width), nn.ReLU(), nn.Dropout(0.3), nn.Linear(width, 2))
+
+
+def run_fit(checkpoint, epochs=4, init_seed=0, seed=7, train=TRAIN, setting=None, width=8):
+    model = make_model(init_seed, width)
+    run = RecordingRun()
+    history = fit(model, train, TEST, setting or settings(), epochs, seed, CPU, run, checkpoint, desc="t")
+    return history, model.state_dict(), run
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture
+def reference(tmp_path):
+    """An uninterrupted 4-epoch run."""
+    history, state, run = run_fit(tmp_path / "reference.pt")
+    assert run.logged == [1, 2, 3, 4]
+    assert all(len(v) == 4 for v in history.values())
+    return history, state
+
+
+def test_fit_checkpoints_after_every_epoch(tmp_path, reference):
+    saved = load_torch(tmp_path / "reference.pt")
+    assert set(saved) == {"fingerprint", "model", "optimizer", "rng", "generator", "history"}
+    assert saved["history"] == reference[0]
+    assert_same_state(saved["model"], reference[1])
+
+
+def test_fit_resumes_an_interrupted_run_exactly(tmp_path, monkeypatch, reference):
+    checkpoint = tmp_path / "checkpoints" / "run.pt"
+    real_step, calls = engine.train_step, []
+
+    def interrupted_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(checkpoint)
+    monkeypatch.setattr(engine, "train_step", real_step)
+    assert len(load_torch(checkpoint)["history"]["train_loss"]) == 2
+
+    steps = []
+    monkeypatch.setattr(engine, "train_step", lambda *a, **k: steps.append(1) or real_step(*a, **k))
+    # Other initial weights and global RNG state: both must come from the checkpoint.
+    history, state, run = run_fit(checkpoint, init_seed=123)
+    assert len(steps) == 2  # only epochs 3 and 4 are trained
+    assert run.logged == [1, 2, 3, 4]  # the resumed epochs are logged again, then the new ones
+    assert history == reference[0]
+    assert_same_state(state, reference[1])
+
+
+def test_fit_with_more_epochs_continues_a_shorter_run(tmp_path, reference):
+    checkpoint = tmp_path / "run.pt"
+    short, _, _ = run_fit(checkpoint, epochs=2)
+    assert short == {k: v[:2] for k, v in reference[0].items()}
+    history, state, _ = run_fit(checkpoint, epochs=4, init_seed=5)
+    assert history == reference[0]
+    assert_same_state(state, reference[1])
+
+
+def test_fit_with_a_finished_checkpoint_trains_nothing(tmp_path, monkeypatch, reference):
+    checkpoint = tmp_path / "reference.pt"
+    monkeypatch.setattr(engine, "train_step", lambda *a, **k: pytest.fail("trained again"))
+    history, state, run = run_fit(checkpoint, init_seed=9)
+    assert history == reference[0]
+    assert_same_state(state, reference[1])
+    assert run.logged == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("stale", [
+    dict(seed=8),  # another seed
+    dict(setting=settings(lr=0.01)),  # other hyperparameters
+    dict(setting=settings(optimizer="sgd")),
+    dict(train=make_data(2)),  # other training data
+    dict(width=6),  # another model
+])
+def test_fit_ignores_a_checkpoint_whose_fingerprint_differs(tmp_path, reference, stale):
+    checkpoint = tmp_path / "run.pt"
+    run_fit(checkpoint, epochs=2, **stale)
+    stale_fingerprint = load_torch(checkpoint)["fingerprint"]
+
+    history, state, run = run_fit(checkpoint)
+    assert run.logged == [1, 2, 3, 4]
+    assert history == reference[0]
+    assert_same_state(state, reference[1])
+    saved = load_torch(checkpoint)
+    assert saved["fingerprint"] != stale_fingerprint
+    assert saved["fingerprint"] == load_torch(tmp_path / "reference.pt")["fingerprint"]
+
+
+def test_fit_trains_only_the_trainable_parameters(tmp_path):
+    model = make_model()
+    model[0].requires_grad_(False)
+    frozen = copy.deepcopy(model[0].state_dict())
+    fit(model, TRAIN, TEST, settings(), 2, 7, CPU, RecordingRun(), tmp_path / "run.pt", desc="t")
+    assert_same_state(model[0].state_dict(), frozen)
+    assert not torch.equal(model[3].weight, make_model()[3].weight)

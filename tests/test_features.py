@@ -1,0 +1,152 @@
+"""features: the feature cache computes each distinct image once per backbone and input size."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from transferlab import backbones, features
+from transferlab.features import FeatureCache
+
+CPU = torch.device("cpu")
+
+
+class Counting(nn.Module):
+    """Wraps a feature extractor; records how many images each forward pass gets."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.batches: list[int] = []
+
+    @property
+    def images(self) -> int:
+        return sum(self.batches)
+
+    def forward(self, x):
+        self.batches.append(len(x))
+        return self.inner(x)
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return backbones.load("effnet_lite0", image_size=32)
+
+
+@pytest.fixture
+def backbone(lite0):
+    """lite0 at 32 px with its features wrapped in a fresh counter."""
+    return dataclasses.replace(lite0, features=Counting(lite0.features))
+
+
+def _images(n, seed=0, size=32):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+
+
+def _direct(backbone, images):
+    with torch.no_grad():
+        batch = torch.as_tensor(images).permute(0, 3, 1, 2)
+        return backbone.features.inner(backbone.transform(batch))
+
+
+def test_image_keys_depend_on_content_only():
+    images = _images(3)
+    keys = features.image_keys(images)
+    assert len(set(keys)) == 3
+    assert features.image_keys(images.copy()) == keys
+    assert features.image_keys(images[[2, 0]]) == [keys[2], keys[0]]
+    # A non-contiguous view of the same pixels gives the same key.
+    assert features.image_keys(np.asfortranarray(images[1])[None]) == [keys[1]]
+    changed = images.copy()
+    changed[1, 0, 0, 0] ^= 1
+    assert features.image_keys(changed) == [keys[0], features.image_keys(changed[1:2])[0], keys[2]]
+    assert features.image_keys(changed)[1] != keys[1]
+
+
+def test_cache_file_is_per_backbone_and_input_size(tmp_path, lite0):
+    assert FeatureCache(lite0, tmp_path).path == tmp_path / "effnet_lite0_32px.pt"
+    other = dataclasses.replace(lite0, transform=backbones._resized(lite0.transform, 48))
+    assert FeatureCache(other, tmp_path).path == tmp_path / "effnet_lite0_48px.pt"
+
+
+def test_first_get_computes_every_image_once_and_matches_direct_computation(tmp_path, backbone):
+    images = _images(5)
+    cache = FeatureCache(backbone, tmp_path)
+    out = cache.get(images, batch_size=2, device=CPU)
+    assert backbone.features.batches == [2, 2, 1]
+    assert out.shape == (5, 1280) and out.dtype == torch.float32
+    torch.testing.assert_close(out, _direct(backbone, images), rtol=1e-4, atol=1e-5)
+    assert cache.path.is_file()
+
+
+def test_second_get_with_the_same_images_does_no_backbone_pass(tmp_path, backbone):
+    images = _images(4)
+    cache = FeatureCache(backbone, tmp_path)
+    first = cache.get(images, batch_size=8, device=CPU)
+    assert backbone.features.images == 4
+    second = cache.get(images, batch_size=8, device=CPU)
+    assert backbone.features.images == 4
+    assert torch.equal(first, second)
+    # A permutation and a subset are answered from the cache too, rows in the asked order.
+    reordered = cache.get(images[[3, 1]], batch_size=8, device=CPU)
+    assert backbone.features.images == 4
+    assert torch.equal(reordered, first[[3, 1]])
+
+
+def test_superset_only_computes_the_new_images(tmp_path, backbone):
+    old, new = _images(3, seed=1), _images(2, seed=2)
+    cache = FeatureCache(backbone, tmp_path)
+    first = cache.get(old, batch_size=8, device=CPU)
+    assert backbone.features.images == 3
+    superset = np.concatenate([new[:1], old, new[1:]])
+    out = cache.get(superset, batch_size=8, device=CPU)
+    assert backbone.features.batches == [3, 2]
+    assert torch.equal(out[1:4], first)
+    torch.testing.assert_close(out[[0, 4]], _direct(backbone, new), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out, _direct(backbone, superset), rtol=1e-4, atol=1e-5)
+    stored = torch.load(cache.path, weights_only=True)
+    assert len(stored["keys"]) == 5 and stored["features"].shape == (5, 1280)
+
+
+def test_duplicate_images_in_one_call_are_computed_once(tmp_path, backbone):
+    distinct = _images(3, seed=3)
+    images = distinct[[0, 1, 0, 2, 1, 0]]
+    out = FeatureCache(backbone, tmp_path).get(images, batch_size=8, device=CPU)
+    assert backbone.features.images == 3
+    assert out.shape == (6, 1280)
+    assert torch.equal(out[0], out[2]) and torch.equal(out[0], out[5]) and torch.equal(out[1], out[4])
+    torch.testing.assert_close(out, _direct(backbone, images), rtol=1e-4, atol=1e-5)
+    stored = torch.load(tmp_path / "effnet_lite0_32px.pt", weights_only=True)
+    assert len(stored["keys"]) == 3
+
+
+def test_cached_file_is_reused_by_a_new_cache_instance(tmp_path, lite0):
+    images = _images(4, seed=4)
+    first_backbone = dataclasses.replace(lite0, features=Counting(lite0.features))
+    first = FeatureCache(first_backbone, tmp_path).get(images, batch_size=8, device=CPU)
+    assert first_backbone.features.images == 4
+
+    second_backbone = dataclasses.replace(lite0, features=Counting(lite0.features))
+    again = FeatureCache(second_backbone, tmp_path).get(images[::-1], batch_size=8, device=CPU)
+    assert second_backbone.features.batches == []
+    assert torch.equal(again, first.flip(0))
+
+
+def test_other_cache_dir_or_input_size_does_not_share_features(tmp_path, lite0):
+    images = _images(2, seed=5)
+    counted = dataclasses.replace(lite0, features=Counting(lite0.features))
+    FeatureCache(counted, tmp_path / "a").get(images, batch_size=8, device=CPU)
+    FeatureCache(counted, tmp_path / "b").get(images, batch_size=8, device=CPU)
+    assert counted.features.images == 4
+
+    bigger = dataclasses.replace(counted, transform=backbones._resized(lite0.transform, 40))
+    out = FeatureCache(bigger, tmp_path / "a").get(images, batch_size=8, device=CPU)
+    assert counted.features.images == 6
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["effnet_lite0_32px.pt", "effnet_lite0_40px.pt"]
+    torch.testing.assert_close(out, _direct(bigger, images), rtol=1e-4, atol=1e-5)
+
+
+def test_compute_of_no_images_is_empty(lite0):
+    out = features.compute(lite0, _images(0), batch_size=4, device=CPU)
+    assert out.shape == (0, 1280)

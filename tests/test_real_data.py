@@ -1,0 +1,78 @@
+"""Real CIFAR-10 (../shared/data/cifar10-jpg.tar.gz, when present): the product's headline claims."""
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transferlab import data, experiments, params, subsets
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not ARCHIVE.exists(), reason=f"real CIFAR-10 not found at {ARCHIVE}"),
+]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("real")
+
+
+@pytest.fixture(scope="module")
+def real_params() -> params.Params:
+    """The committed params.yaml, reading the local archive, with the grid cut to lite0 x 500 x 5."""
+    p = params.load(ROOT / "params.yaml")
+    return dataclasses.replace(p, data=dataclasses.replace(p.data, source=str(ARCHIVE)),
+                               model=("effnet_lite0",), train_size=(500,), epochs=(5,))
+
+
+@pytest.fixture(scope="module")
+def prepared(workdir, real_params) -> tuple[Path, Path]:
+    data_dir, subsets_file = workdir / "prepared", workdir / "subsets.json"
+    dataset = data.prepare(real_params.data.source, real_params.data.image_size, data_dir, workdir / "raw")
+    chosen = subsets.make_subsets(dataset.train.labels, dataset.test.labels, len(dataset.classes),
+                                  real_params.seed, real_params.subset.tinyvgg_train_size,
+                                  real_params.train_size, real_params.subset.test_size)
+    subsets_file.write_text(json.dumps(chosen))
+    return data_dir, subsets_file
+
+
+def test_archive_becomes_full_cifar10(prepared):
+    dataset = data.load(prepared[0])
+    assert dataset.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                               "ship", "truck"]
+    assert dataset.train.images.shape == (50_000, 32, 32, 3) and dataset.test.images.shape == (10_000, 32, 32, 3)
+    assert np.bincount(dataset.train.labels).tolist() == [5000] * 10
+    assert np.bincount(dataset.test.labels).tolist() == [1000] * 10
+
+
+@pytest.fixture(scope="module")
+def tinyvgg_metrics(workdir, real_params, prepared, monkeypatch_module) -> dict:
+    return experiments.train_tinyvgg(real_params, *prepared, workdir / "tinyvgg.pt", workdir / "tinyvgg.json",
+                                     workdir / "tinyvgg_plot.json", workdir / "runs/tinyvgg")
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module(workdir):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)  # checkpoints/ and data/features/ land in the work directory
+        yield mp
+
+
+def test_tinyvgg_on_10000_reaches_45_percent(tinyvgg_metrics):
+    print(f"TinyVGG, 10,000 train images: test_acc {tinyvgg_metrics['test_acc']:.4f}")
+    assert tinyvgg_metrics["test_acc"] >= 0.45
+
+
+def test_lite0_on_500_beats_tinyvgg_on_10000(workdir, real_params, prepared, tinyvgg_metrics, monkeypatch_module):
+    results = experiments.train_transfer(
+        real_params, *prepared, workdir / "models", workdir / "transfer.json", workdir / "plots",
+        workdir / "runs/transfer", workdir / "summaries", workdir / "features")
+    lite0 = results["500_images-effnet_lite0-5_epochs"]
+    print(f"effnet_lite0, 500 train images, 5 epochs: test_acc {lite0['test_acc']:.4f}; "
+          f"TinyVGG, 10,000: {tinyvgg_metrics['test_acc']:.4f}")
+    assert lite0["test_acc"] > tinyvgg_metrics["test_acc"]

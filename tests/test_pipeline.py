@@ -1,60 +1,16 @@
 """End to end: the real `dvc repro` in a temporary copy of the project, on a tiny dataset."""
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import make_image_folder
+from projects import commit_all, make_project, run, tiny_params
 
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["stages", "src", "dvc.yaml", "params.yaml", ".dvc", ".dvcignore", ".gitignore", "pyproject.toml"]
 EXPERIMENTS = ["9_images-effnet_lite0-1_epochs", "9_images-effnet_lite0-2_epochs",
                "15_images-effnet_lite0-1_epochs", "15_images-effnet_lite0-2_epochs"]
 
 pytestmark = pytest.mark.slow
-
-
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "TRANSFERLAB_DEVICE": "cpu"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def tiny_params(source: Path) -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"] = {"source": str(source), "image_size": 16}
-    params["subset"] = {"tinyvgg_train_size": 30, "test_size": 12}
-    params["tinyvgg"].update(epochs=2, hidden_units=4, batch_size=8)
-    params.update(model="effnet_lite0", train_size=[9, 15], epochs=[1, 2])
-    params["transfer"].update(image_size=32, batch_size=8)
-    params["select_best"]["predictions"] = 4
-    return params
-
-
-def make_project(dest: Path, source: Path) -> Path:
-    """A copy of the project as a fresh git repository, with tiny params."""
-    dest.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache")
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        (shutil.copytree(src, dest / name, ignore=ignore) if src.is_dir() else shutil.copy2(src, dest / name))
-    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(source), sort_keys=False))
-    run(["git", "init", "-q"], dest)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], dest)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], dest)
-    return dest
-
-
-def commit_all(project: Path, message: str) -> None:
-    run(["git", "add", "-A"], project)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], project)
 
 
 def scalars(run_dir: Path, tag: str) -> list[float]:
@@ -66,18 +22,15 @@ def scalars(run_dir: Path, tag: str) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, request) -> Path:
+def project(tmp_path_factory, tiny_image_folder) -> Path:
     """A project copy after one complete `dvc repro`."""
-    source = request.getfixturevalue("tiny_image_folder")
-    path = make_project(tmp_path_factory.mktemp("e2e") / "project", source)
+    path = make_project(tmp_path_factory.mktemp("e2e") / "project", tiny_params(tiny_image_folder))
     run(["dvc", "repro"], path)
     return path
 
 
 @pytest.fixture(scope="module")
 def tiny_image_folder(tmp_path_factory) -> Path:
-    from conftest import make_image_folder
-
     return make_image_folder(tmp_path_factory.mktemp("data") / "images", classes=("red", "green", "blue"),
                              n_train=20, n_test=8, size=24)
 

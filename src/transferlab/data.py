@@ -31,6 +31,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 DOWNLOAD_TIMEOUT_S = 20
+CIFAR10_URL_ENV = "TRANSFERLAB_CIFAR10_URL"  # a mirror of cifar-10-python.tar.gz (same MD5)
 
 
 @dataclass
@@ -79,7 +80,10 @@ def load(data_dir: str | Path) -> Dataset:
 
 def load_cifar10(raw_dir: Path, image_size: int) -> Dataset:
     """Download (or reuse) the official archive, verify its MD5, decode both splits."""
-    from torchvision.datasets import CIFAR10
+    from torchvision.datasets import CIFAR10 as Official
+
+    class CIFAR10(Official):
+        url = os.environ.get(CIFAR10_URL_ENV) or Official.url
 
     archive = raw_dir / CIFAR10_ARCHIVE
     previous_timeout = socket.getdefaulttimeout()

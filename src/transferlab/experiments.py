@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset, set
         generator.set_state(saved["generator"])
         history = saved["history"]
         run.log_epochs(history)
+        print(f"{desc}: resuming after epoch {len(history['train_loss'])}/{epochs} from {checkpoint}",
+              file=sys.stderr)
 
     def on_epoch(epoch: int, history: dict) -> None:
         run.log_epochs(history, first=epoch)

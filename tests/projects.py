@@ -1,0 +1,70 @@
+"""Helpers for tests that run the real pipeline in a temporary copy of the project."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["stages", "src", "dvc.yaml", "params.yaml", ".dvc", ".dvcignore", ".gitignore", "pyproject.toml"]
+GIT_IDENTITY = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+
+
+def run(args: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command with the test interpreter's environment (its dvc, python) on the CPU."""
+    result = subprocess.run(args, cwd=cwd, env=project_env(), capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def project_env() -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "TRANSFERLAB_DEVICE": "cpu"}
+    env.pop("TRANSFERLAB_DEBUG", None)
+    return env
+
+
+def tiny_params(source: Path) -> dict:
+    """Small, fast params: lite0 at 32 px, a 2 x 2 grid, TinyVGG at 16 px."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"] = {"source": str(source), "image_size": 16}
+    params["subset"] = {"tinyvgg_train_size": 30, "test_size": 12}
+    params["tinyvgg"].update(epochs=2, hidden_units=4, batch_size=8)
+    params.update(model="effnet_lite0", train_size=[9, 15], epochs=[1, 2])
+    params["transfer"].update(image_size=32, batch_size=8)
+    params["select_best"]["predictions"] = 4
+    return params
+
+
+def write_params(project: Path, params: dict) -> None:
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_project(dest: Path, params: dict) -> Path:
+    """A copy of the project as a fresh git repository with `params`."""
+    dest.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache")
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+    write_params(dest, params)
+    run(["git", "init", "-q"], dest)
+    commit_all(dest, "init")
+    return dest
+
+
+def commit_all(project: Path, message: str) -> None:
+    run(["git", "add", "-A"], project)
+    run(["git", *GIT_IDENTITY, "commit", "-qm", message], project)
+
+
+def locked_outputs(project: Path) -> dict[str, str]:
+    """path -> md5 of every stage output recorded in dvc.lock."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}

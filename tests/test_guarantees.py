@@ -1,0 +1,92 @@
+"""The README's guarantees, on the real pipeline: determinism, interrupt safety and resume."""
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import make_image_folder
+from projects import locked_outputs, make_project, project_env, run, tiny_params
+
+pytestmark = pytest.mark.slow
+
+TINYVGG_OUTPUTS = ["models/tinyvgg.pt", "metrics/tinyvgg.json", "plots/tinyvgg.json"]
+CHECKPOINT = Path("checkpoints/train_tinyvgg/tinyvgg.pt")
+
+
+def long_tinyvgg_params(source: Path) -> dict:
+    """Enough TinyVGG epochs that a kill reliably lands mid-training."""
+    params = tiny_params(source)
+    params["data"]["image_size"] = 32
+    params["tinyvgg"].update(epochs=150, hidden_units=8)
+    return params
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("data") / "images", n_train=20, n_test=8, size=24)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, source) -> Path:
+    """An uninterrupted run of the long params."""
+    project = make_project(tmp_path_factory.mktemp("reference") / "project", long_tinyvgg_params(source))
+    run(["dvc", "repro"], project)
+    return project
+
+
+def without_tensorboard(outputs: dict[str, str]) -> dict[str, str]:
+    return {path: md5 for path, md5 in outputs.items() if not path.startswith("runs/")}
+
+
+def test_two_clean_runs_give_identical_outputs(reference, tmp_path):
+    second = make_project(tmp_path / "project", long_tinyvgg_params(Path(yaml.safe_load(
+        (reference / "params.yaml").read_text())["data"]["source"])))
+    run(["dvc", "repro", "--force"], second)
+    expected = without_tensorboard(locked_outputs(reference))
+    assert len(expected) >= 12
+    assert without_tensorboard(locked_outputs(second)) == expected
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_interrupted_training_leaves_no_partial_output_and_resumes(reference, source, tmp_path, sig):
+    project = make_project(tmp_path / "project", long_tinyvgg_params(source))
+    run(["dvc", "repro", "subset"], project)  # the stages before training, so only training is cut
+    lock_before = (project / "dvc.lock").read_text()
+
+    process = subprocess.Popen(["dvc", "repro"], cwd=project, env=project_env(), start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (project / CHECKPOINT).exists():
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline, "training never checkpointed"
+        time.sleep(0.02)
+    time.sleep(0.3)
+    os.killpg(process.pid, sig)  # the whole process group, as Ctrl-C in a terminal does
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode != 0, output
+
+    epochs_done = len(torch_load(project / CHECKPOINT)["history"]["train_loss"])
+    assert 0 < epochs_done < 150, "the kill must land mid-training"
+    assert (project / "dvc.lock").read_text() == lock_before
+    for path in TINYVGG_OUTPUTS:  # DVC removed the old outputs; nothing half-written took their place
+        assert not (project / path).exists(), path
+    assert not list(project.glob("**/.*.tmp")) or sig == signal.SIGKILL
+
+    rerun = run(["dvc", "repro"], project)
+    assert f"resuming after epoch {epochs_done}/150" in rerun.stderr + rerun.stdout
+    assert not (project / CHECKPOINT.parent).exists(), "checkpoints are cleared once the stage completes"
+    assert not list(project.glob("**/.*.tmp"))
+    expected = without_tensorboard(locked_outputs(reference))
+    assert without_tensorboard(locked_outputs(project)) == expected
+    assert json.loads((project / "metrics/tinyvgg.json").read_text()) == json.loads(
+        (reference / "metrics/tinyvgg.json").read_text())
+
+
+def torch_load(path: Path) -> dict:
+    from transferlab.outputs import load_torch
+
+    return load_torch(path)

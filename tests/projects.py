@@ -12,9 +12,11 @@ PROJECT_FILES = ["stages", "src", "dvc.yaml", "params.yaml", ".dvc", ".dvcignore
 GIT_IDENTITY = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
 
 
-def run(args: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+def run(args: list[str], cwd: Path, check: bool = True, env_extra: dict[str, str] | None = None,
+        **kwargs) -> subprocess.CompletedProcess:
     """Run a command with the test interpreter's environment (its dvc, python) on the CPU."""
-    result = subprocess.run(args, cwd=cwd, env=project_env(), capture_output=True, text=True, **kwargs)
+    env = {**project_env(), **(env_extra or {})}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

@@ -81,6 +81,7 @@ def load(data_dir: str | Path) -> Dataset:
 def load_cifar10(raw_dir: Path, image_size: int) -> Dataset:
     """Download (or reuse) the official archive, verify its MD5, decode both splits."""
     from torchvision.datasets import CIFAR10 as Official
+    from torchvision.datasets.utils import check_integrity
 
     class CIFAR10(Official):
         url = os.environ.get(CIFAR10_URL_ENV) or Official.url
@@ -92,8 +93,11 @@ def load_cifar10(raw_dir: Path, image_size: int) -> Dataset:
         splits = {name: CIFAR10(raw_dir, train=name == "train", download=True) for name in SPLITS}
     except RuntimeError as err:  # torchvision's MD5 check failed after the download
         archive.unlink(missing_ok=True)
-        raise UserError(f"downloaded {archive} failed its MD5 check ({err}); removed it, try again") from None
+        raise UserError(f"the downloaded {archive} does not match the official MD5 {CIFAR10.tgz_md5}; "
+                        "removed it: try again, or put a verified copy there") from None
     except OSError as err:  # URLError, timeouts, DNS failures
+        if archive.exists() and not check_integrity(str(archive), CIFAR10.tgz_md5):
+            archive.unlink()  # a partial download, never left behind
         reason = getattr(err, "reason", None) or err
         raise UserError(
             f"could not download CIFAR-10 from {CIFAR10.url} ({reason}). Either put {CIFAR10_ARCHIVE} "

@@ -8,7 +8,7 @@ from transferlab.errors import run_cli
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("data_dir", "subsets_file", "tinyvgg_file", "transfer_dir", "metrics_file", "confusion_dir"):
+    for name in ("data_dir", "subsets_dir", "tinyvgg_file", "transfer_dir", "metrics_file", "confusion_dir"):
         parser.add_argument(name, type=Path)
     parser.add_argument("--cache-dir", type=Path, default=Path("data/features"))
     args = parser.parse_args()

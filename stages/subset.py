@@ -3,13 +3,12 @@ import argparse
 
 from transferlab import data, params, subsets
 from transferlab.errors import run_cli
-from transferlab.outputs import write_json
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("data_dir")
-    parser.add_argument("out_file", help="JSON file of index lists")
+    parser.add_argument("out_dir", help="one JSON file of indices per subset")
     args = parser.parse_args()
     p = params.load()
     dataset = data.load(args.data_dir)
@@ -17,7 +16,7 @@ def main() -> None:
         dataset.train.labels, dataset.test.labels, len(dataset.classes), p.seed,
         p.subset.tinyvgg_train_size, p.train_size, p.subset.test_size,
     )
-    write_json(args.out_file, chosen)
+    subsets.save(chosen, args.out_dir)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from transferlab.errors import run_cli
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("data_dir", "subsets_file", "model_file", "metrics_file", "plots_file", "runs_dir"):
+    for name in ("data_dir", "subsets_dir", "model_file", "metrics_file", "plots_file", "runs_dir"):
         parser.add_argument(name, type=Path)
     args = parser.parse_args()
     metrics = experiments.train_tinyvgg(params.load(), **vars(args))

@@ -8,7 +8,7 @@ from transferlab.errors import run_cli
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("data_dir", "subsets_file", "models_dir", "metrics_file", "plots_dir", "runs_dir",
+    for name in ("data_dir", "subsets_dir", "models_dir", "metrics_file", "plots_dir", "runs_dir",
                  "summaries_dir"):
         parser.add_argument(name, type=Path)
     parser.add_argument("--cache-dir", type=Path, default=Path("data/features"))

@@ -191,7 +191,7 @@ def test_download_timeout_is_a_user_error(monkeypatch, tmp_path):
         raise TimeoutError("timed out")
     monkeypatch.setattr(torch.hub, "download_url_to_file", timeout)
     with pytest.raises(UserError, match="effnet_b0.*timed out.*efficientnet_b0_rwightman"):
-        backbones._download_weights("effnet_b0", TV_WEIGHTS["effnet_b0"])
+        backbones._download_state_dict("effnet_b0", TV_WEIGHTS["effnet_b0"])
 
 
 def test_cached_weights_file_is_not_downloaded_again(monkeypatch, tmp_path):
@@ -204,10 +204,26 @@ def test_cached_weights_file_is_not_downloaded_again(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "download_url_to_file", download)
     weights = TV_WEIGHTS["effnet_b2"]
     with pytest.raises(UserError):
-        backbones._download_weights("effnet_b2", weights)
+        backbones._download_state_dict("effnet_b2", weights)
     assert len(calls) == 1  # without the file, a download is attempted
 
     (tmp_path / "checkpoints").mkdir(exist_ok=True)
-    (tmp_path / "checkpoints" / Path(weights.url).name).write_bytes(b"")
-    assert backbones._download_weights("effnet_b2", weights) is weights
+    cached = tmp_path / "checkpoints" / Path(weights.url).name
+    torch.save({"w": torch.arange(3.0)}, cached)
+    state = backbones._download_state_dict("effnet_b2", weights)
+    assert torch.equal(state["w"], torch.arange(3.0))
     assert len(calls) == 1
+
+
+class _NotATensor:
+    pass
+
+
+def test_cached_weights_are_loaded_weights_only(monkeypatch, tmp_path):
+    """A pickled arbitrary object in the hub cache is refused, not executed."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    weights = TV_WEIGHTS["effnet_b0"]
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"payload": _NotATensor()}, tmp_path / "checkpoints" / Path(weights.url).name)
+    with pytest.raises(UserError, match="not a valid weights file"):
+        backbones._download_state_dict("effnet_b0", weights)

@@ -20,9 +20,11 @@ from projects import ROOT, make_project, run, tiny_params, write_params
 from transferlab import models
 from transferlab.outputs import save_torch
 
+pytestmark = pytest.mark.slow
+
 PROGRESS_BAR = re.compile(r"^\s*\d+%\|")  # a download's tqdm bar; the only other stderr output allowed
 DOWNLOAD = ["python", "stages/download.py", "data/prepared"]
-SUBSET = ["python", "stages/subset.py", "data/prepared", "data/subsets.json"]
+SUBSET = ["python", "stages/subset.py", "data/prepared", "data/subsets"]
 PREDICT = ["python", "-m", "transferlab", "predict"]
 
 

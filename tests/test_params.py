@@ -64,7 +64,7 @@ def test_typo_in_a_section_suggests_the_key(params_dict):
     message = parse_error(params_dict)
     assert "unknown key 'tinyvgg.epoch'" in message
     assert "did you mean 'tinyvgg.epochs'?" in message
-    assert "hidden_units, epochs, batch_size, optimizer, lr" in message  # the valid keys of the section
+    assert "batch_size, optimizer, lr, hidden_units, epochs" in message  # the valid keys of the section
 
 
 def test_unknown_top_level_key(params_dict):

@@ -13,12 +13,16 @@ EXPERIMENTS = ["9_images-effnet_lite0-1_epochs", "9_images-effnet_lite0-2_epochs
 pytestmark = pytest.mark.slow
 
 
-def scalars(run_dir: Path, tag: str) -> list[float]:
+def events(run_dir: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(run_dir))
     accumulator.Reload()
-    return [event.value for event in accumulator.Scalars(tag)]
+    return accumulator
+
+
+def scalars(run_dir: Path, tag: str) -> list[float]:
+    return [event.value for event in events(run_dir).Scalars(tag)]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +40,7 @@ def tiny_image_folder(tmp_path_factory) -> Path:
 
 
 def test_repro_writes_every_output(project):
-    for path in ["data/prepared/train_images.npy", "data/subsets.json", "models/tinyvgg.pt",
+    for path in ["data/prepared/train_images.npy", "data/subsets/test.json", "models/tinyvgg.pt",
                  "models/best.pt", "reports/leaderboard.md", "reports/predictions.png",
                  "reports/model_summaries/effnet_lite0.txt", "plots/tinyvgg.json"]:
         assert (project / path).is_file(), path
@@ -78,7 +82,11 @@ def test_tensorboard_runs_hold_scalars_per_epoch(project):
         epochs = int(name.split("-")[-1].split("_")[0])
         assert len(scalars(run_dir / "Loss_test", "Loss")) == epochs
         assert len(scalars(run_dir / "Accuracy_train", "Accuracy")) == epochs
-    assert any((project / "runs/best").iterdir())
+        run = events(run_dir)
+        assert any(node.op for node in run.Graph().node), "model graph"
+        assert "_hparams_/session_start_info" in run.PluginTagToContent("hparams")
+    assert events(project / "runs/tinyvgg").Graph().node
+    assert events(project / "runs/best").Tags()["images"], "predictions figure"
 
 
 def test_second_repro_reruns_nothing(project):
@@ -93,6 +101,11 @@ def test_exp_run_and_metrics_diff(project):
     assert sorted(transfer) == sorted(n for n in EXPERIMENTS if n.endswith("2_epochs"))
     diff = run(["dvc", "metrics", "diff"], project)
     assert "metrics/transfer.json" in diff.stdout
+    run(["dvc", "exp", "run", "-S", "model=[effnet_lite0,effnet_lite2]", "-S", "train_size=9", "-S", "epochs=1"],
+        project)
+    transfer = json.loads((project / "metrics/transfer.json").read_text())
+    assert sorted(transfer) == ["9_images-effnet_lite0-1_epochs", "9_images-effnet_lite2-1_epochs"]
+    assert (project / "runs/transfer/9_images/effnet_lite2/1_epochs").is_dir()
     # Back to the baseline params: every stage comes back from DVC's run cache, runs/ included.
     run(["git", "checkout", "--", "params.yaml"], project)
     restored = run(["dvc", "repro"], project)

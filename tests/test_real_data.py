@@ -1,6 +1,5 @@
 """Real CIFAR-10 (../shared/data/cifar10-jpg.tar.gz, when present): the product's headline claims."""
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +31,13 @@ def real_params() -> params.Params:
 
 @pytest.fixture(scope="module")
 def prepared(workdir, real_params) -> tuple[Path, Path]:
-    data_dir, subsets_file = workdir / "prepared", workdir / "subsets.json"
+    data_dir, subsets_dir = workdir / "prepared", workdir / "subsets"
     dataset = data.prepare(real_params.data.source, real_params.data.image_size, data_dir, workdir / "raw")
     chosen = subsets.make_subsets(dataset.train.labels, dataset.test.labels, len(dataset.classes),
                                   real_params.seed, real_params.subset.tinyvgg_train_size,
                                   real_params.train_size, real_params.subset.test_size)
-    subsets_file.write_text(json.dumps(chosen))
-    return data_dir, subsets_file
+    subsets.save(chosen, subsets_dir)
+    return data_dir, subsets_dir
 
 
 def test_archive_becomes_full_cifar10(prepared):

@@ -3,6 +3,7 @@
 Each backbone is returned with its classifier removed, so calling it yields pooled features of
 width `num_features`; the transfer head (Dropout + Linear) is added by `models.TransferModel`.
 """
+import pickle
 import socket
 import urllib.error
 from dataclasses import dataclass
@@ -72,31 +73,33 @@ def _torchvision_effnet(name: str, pretrained: bool):
         "effnet_b0": (models.efficientnet_b0, models.EfficientNet_B0_Weights.IMAGENET1K_V1),
         "effnet_b2": (models.efficientnet_b2, models.EfficientNet_B2_Weights.IMAGENET1K_V1),
     }[name]
-    model = builder(weights=_download_weights(name, weights) if pretrained else None)
+    model = builder(weights=None)
+    if pretrained:
+        model.load_state_dict(_download_state_dict(name, weights))
     imagenet_head = model.classifier
     model.classifier = nn.Identity()
     return model, imagenet_head[-1].in_features, imagenet_head, weights.transforms()
 
 
-def _download_weights(name: str, weights):
-    """Make sure the weights file is in the torch hub cache; one clear line when it cannot be."""
+def _download_state_dict(name: str, weights) -> dict:
+    """The weights from the torch hub cache, downloaded and hash-checked if missing, loaded with
+    weights_only=True; one clear line when they cannot be had."""
     filename = Path(weights.url).name
     cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    if (cache_dir / filename).exists():
-        return weights
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        weights.get_state_dict(progress=True, check_hash=True)
+        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", None) or err
         raise UserError(
             f"cannot download the ImageNet weights of {name} ({reason}): put {filename} "
             f"(from {weights.url}) in {cache_dir}, or use an offline backbone: {', '.join(OFFLINE_BACKBONES)}"
         ) from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise UserError(f"{cache_dir / filename} is not a valid weights file ({err}); delete it and retry") from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
-    return weights
 
 
 def _timm_lite(name: str, pretrained: bool):

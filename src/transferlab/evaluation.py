@@ -1,4 +1,5 @@
 """The evaluate and select_best stages: every model on the shared test subset, then the best."""
+import functools
 import json
 from pathlib import Path
 
@@ -7,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from transferlab import data, engine
+from transferlab import backbones, data, engine
 from transferlab.features import FeatureCache
 from transferlab.models import Classifier, count_parameters
+from transferlab.subsets import load as load_subsets
 from transferlab.outputs import atomic_dir, atomic_path, save_torch, write_json, write_text
 from transferlab.tracking import TensorBoardRun
 
@@ -42,17 +44,18 @@ class _Preprocess(torch.nn.Module):
         return self.classifier.preprocess(images)
 
 
-def evaluate(data_dir: Path, subsets_file: Path, tinyvgg_file: Path, transfer_dir: Path,
+def evaluate(data_dir: Path, subsets_dir: Path, tinyvgg_file: Path, transfer_dir: Path,
              metrics_file: Path, confusion_dir: Path, cache_dir: Path) -> dict:
     """Accuracy, loss, per-class accuracy and a confusion plot for every model on the test subset."""
     dataset = data.load(data_dir)
-    test_idx = json.loads(Path(subsets_file).read_text())["test"]
+    test_idx = load_subsets(subsets_dir, "test")["test"]
     images, labels = dataset.test.images[test_idx], torch.as_tensor(dataset.test.labels[test_idx])
     device = engine.select_device()
+    load_backbone = functools.cache(backbones.load)  # one pretrained backbone per name and size
     results = {}
     with atomic_dir(confusion_dir) as confusion_tmp:
         for name, path in model_files(tinyvgg_file, transfer_dir).items():
-            classifier = Classifier.from_file(path)
+            classifier = Classifier.from_file(path, load_backbone)
             logits = logits_on(classifier, images, cache_dir, device)
             predicted = logits.argmax(dim=1)
             correct = predicted == labels
@@ -93,7 +96,7 @@ def leaderboard_markdown(ranked: list[tuple[str, dict]], metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def select_best(metric: str, seed: int, n_examples: int, data_dir: Path, subsets_file: Path,
+def select_best(metric: str, seed: int, n_examples: int, data_dir: Path, subsets_dir: Path,
                 evaluation_file: Path, tinyvgg_file: Path, transfer_dir: Path, best_metrics_file: Path,
                 leaderboard_file: Path, best_model_file: Path, predictions_file: Path, runs_dir: Path,
                 cache_dir: Path) -> dict:
@@ -104,7 +107,7 @@ def select_best(metric: str, seed: int, n_examples: int, data_dir: Path, subsets
     classifier = Classifier.from_file(model_files(tinyvgg_file, transfer_dir)[best_name])
     exported = {**classifier.checkpoint, "name": best_name,
                 "transform": repr(classifier.backbone.transform) if classifier.backbone else "uint8 / 255"}
-    figure = predictions_figure(classifier, data_dir, subsets_file, seed, n_examples, cache_dir)
+    figure = predictions_figure(classifier, data_dir, subsets_dir, seed, n_examples, cache_dir)
     with atomic_path(predictions_file) as tmp:
         figure.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
     run = TensorBoardRun(runs_dir)
@@ -118,7 +121,7 @@ def select_best(metric: str, seed: int, n_examples: int, data_dir: Path, subsets
     return best
 
 
-def predictions_figure(classifier: Classifier, data_dir: Path, subsets_file: Path, seed: int,
+def predictions_figure(classifier: Classifier, data_dir: Path, subsets_dir: Path, seed: int,
                        n_examples: int, cache_dir: Path):
     """A grid of random test images titled with predicted class and probability; wrong ones in red."""
     import matplotlib
@@ -127,7 +130,7 @@ def predictions_figure(classifier: Classifier, data_dir: Path, subsets_file: Pat
     import matplotlib.pyplot as plt
 
     dataset = data.load(data_dir)
-    test_idx = json.loads(Path(subsets_file).read_text())["test"]
+    test_idx = load_subsets(subsets_dir, "test")["test"]
     chosen = sorted(np.random.default_rng(seed).choice(test_idx, size=min(n_examples, len(test_idx)), replace=False))
     images, labels = dataset.test.images[chosen], dataset.test.labels[chosen]
     probabilities = logits_on(classifier, images, cache_dir, engine.select_device()).softmax(dim=1)

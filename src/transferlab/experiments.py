@@ -24,7 +24,8 @@ from transferlab import backbones, data, engine, models
 from transferlab.features import FeatureCache
 from transferlab.outputs import atomic_dir, load_torch, save_torch, write_json, write_text
 from transferlab.params import Params
-from transferlab.tracking import TensorBoardRun, final_metrics, write_history
+from transferlab.subsets import load as load_subsets
+from transferlab.tracking import TensorBoardRun, final_metrics, trace_graph, write_history
 
 CHECKPOINT_DIR = Path("checkpoints")
 
@@ -89,14 +90,10 @@ def _fingerprint(model: nn.Module, train_set: TensorDataset, test_set: TensorDat
     return digest.hexdigest()
 
 
-def _load_inputs(data_dir: Path, subsets_file: Path) -> tuple[data.Dataset, dict]:
-    return data.load(data_dir), json.loads(Path(subsets_file).read_text())
-
-
-def train_tinyvgg(params: Params, data_dir: Path, subsets_file: Path, model_file: Path,
+def train_tinyvgg(params: Params, data_dir: Path, subsets_dir: Path, model_file: Path,
                   metrics_file: Path, plots_file: Path, runs_dir: Path) -> dict:
     """Train TinyVGG from scratch on the TinyVGG subset; write model, metrics, plots and TensorBoard."""
-    dataset, subsets = _load_inputs(data_dir, subsets_file)
+    dataset, subsets = data.load(data_dir), load_subsets(subsets_dir, "tinyvgg_train", "test")
     p = params.tinyvgg
     train_idx, test_idx = subsets["tinyvgg_train"], subsets["test"]
     train_set = TensorDataset(models.uint8_to_float(dataset.train.images[train_idx]),
@@ -107,7 +104,7 @@ def train_tinyvgg(params: Params, data_dir: Path, subsets_file: Path, model_file
     engine.seed_everything(params.seed)
     model = models.TinyVGG(p.hidden_units, len(dataset.classes), image_size)
     run = TensorBoardRun(runs_dir)
-    run.log_graph(model, test_set.tensors[0][:1])
+    run.log_graph(trace_graph(model, test_set.tensors[0][:1]))
     checkpoint = CHECKPOINT_DIR / "train_tinyvgg" / "tinyvgg.pt"
     history = fit(model, train_set, test_set, p, p.epochs, params.seed, engine.select_device(), run,
                   checkpoint, desc="tinyvgg")
@@ -143,17 +140,15 @@ def model_summaries(backbone: backbones.Backbone, n_classes: int) -> str:
             f"Linear({backbone.num_features}, {n_classes})\n{after}\n")
 
 
-def train_transfer(params: Params, data_dir: Path, subsets_file: Path, models_dir: Path,
+def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir: Path,
                    metrics_file: Path, plots_dir: Path, runs_dir: Path, summaries_dir: Path,
                    cache_dir: Path) -> dict:
     """Run every experiment of the grid; backbone features are computed once per distinct image."""
-    dataset, subsets = _load_inputs(data_dir, subsets_file)
+    dataset, subsets = data.load(data_dir), load_subsets(subsets_dir, "transfer_train", "test")
     p = params.transfer
     device = engine.select_device()
-    experiments = expand_grid(params)
-    test_idx = subsets["test"]
-    test_labels = torch.as_tensor(dataset.test.labels[test_idx])
-    train_union = sorted(set().union(*subsets["transfer_train"].values()))
+    n_classes = len(dataset.classes)
+    test_labels = torch.as_tensor(dataset.test.labels[subsets["test"]])
     all_metrics = {}
     shutil.rmtree(runs_dir, ignore_errors=True)
     with contextlib.ExitStack() as stack:
@@ -161,35 +156,25 @@ def train_transfer(params: Params, data_dir: Path, subsets_file: Path, models_di
                                                 for d in (models_dir, plots_dir, summaries_dir))
         for name in params.model:
             backbone = backbones.load(name, p.image_size)
-            write_text(summaries_tmp / f"{name}.txt", model_summaries(backbone, len(dataset.classes)))
-            if p.freeze:
-                models.freeze(backbone.features)
-                images = np.concatenate([dataset.train.images[train_union], dataset.test.images[test_idx]])
-                features = FeatureCache(backbone, cache_dir).get(images, p.batch_size, device)
-                row = {index: i for i, index in enumerate(train_union)}
-                test_inputs = features[len(train_union):]
-            else:
-                test_inputs = torch.as_tensor(dataset.test.images[test_idx]).permute(0, 3, 1, 2)
-            for experiment in (e for e in experiments if e.model == name):
+            write_text(summaries_tmp / f"{name}.txt", model_summaries(backbone, n_classes))
+            train_inputs, test_inputs = _backbone_inputs(backbone, dataset, subsets, p.freeze, p.batch_size,
+                                                         cache_dir, device)
+            size = backbone.transform.crop_size[0]
+            graph = trace_graph(models.TransferModel(backbone.features, _new_head(backbone, n_classes)),
+                                torch.zeros(1, 3, size, size))
+            for experiment in (e for e in expand_grid(params) if e.model == name):
                 train_idx = subsets["transfer_train"][str(experiment.train_size)]
-                train_labels = torch.as_tensor(dataset.train.labels[train_idx])
                 engine.seed_everything(params.seed)
-                head = models.make_head(backbone.num_features, len(dataset.classes), backbone.info.dropout)
-                if p.freeze:
-                    full_model = models.TransferModel(backbone.features, head)
-                    trained = head
-                    train_inputs = features[[row[i] for i in train_idx]]
-                else:
-                    full_model = models.TransferModel(copy.deepcopy(backbone.features), head)
-                    trained = nn.Sequential(backbone.transform, full_model)
-                    train_inputs = torch.as_tensor(dataset.train.images[train_idx]).permute(0, 3, 1, 2)
+                head = _new_head(backbone, n_classes)
+                features = backbone.features if p.freeze else copy.deepcopy(backbone.features)
+                full_model = models.TransferModel(features, head)
+                trained = head if p.freeze else nn.Sequential(backbone.transform, full_model)
+                train_set = TensorDataset(train_inputs(train_idx), torch.as_tensor(dataset.train.labels[train_idx]))
                 run = TensorBoardRun(runs_dir / experiment.run_name)
-                size = backbone.transform.crop_size[0]
-                run.log_graph(full_model, torch.zeros(1, 3, size, size))
-                checkpoint = CHECKPOINT_DIR / "train_transfer" / f"{experiment.name}.pt"
-                history = fit(trained, TensorDataset(train_inputs, train_labels),
-                              TensorDataset(test_inputs, test_labels), p, experiment.epochs, params.seed,
-                              device, run, checkpoint, desc=experiment.name)
+                run.log_graph(graph)
+                history = fit(trained, train_set, TensorDataset(test_inputs, test_labels), p, experiment.epochs,
+                              params.seed, device, run, CHECKPOINT_DIR / "train_transfer" / f"{experiment.name}.pt",
+                              desc=experiment.name)
                 metrics = final_metrics(history) | models.count_parameters(full_model)
                 run.log_hparams({"model": name, "train_size": experiment.train_size, "epochs": experiment.epochs,
                                  "freeze": p.freeze, "optimizer": p.optimizer, "lr": p.lr,
@@ -202,3 +187,23 @@ def train_transfer(params: Params, data_dir: Path, subsets_file: Path, models_di
         write_json(metrics_file, all_metrics)
     shutil.rmtree(CHECKPOINT_DIR / "train_transfer", ignore_errors=True)
     return all_metrics
+
+
+def _new_head(backbone: backbones.Backbone, n_classes: int) -> nn.Module:
+    return models.make_head(backbone.num_features, n_classes, backbone.info.dropout)
+
+
+def _backbone_inputs(backbone: backbones.Backbone, dataset: data.Dataset, subsets: dict, freeze: bool,
+                     batch_size: int, cache_dir: Path, device: torch.device):
+    """(train indices -> inputs, test inputs): cached features when frozen, images when fine-tuning."""
+    test_idx = subsets["test"]
+    if not freeze:
+        def as_batch(images: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(images).permute(0, 3, 1, 2)
+        return (lambda idx: as_batch(dataset.train.images[idx])), as_batch(dataset.test.images[test_idx])
+    models.freeze(backbone.features)
+    union = sorted(set().union(*subsets["transfer_train"].values()))
+    images = np.concatenate([dataset.train.images[union], dataset.test.images[test_idx]])
+    features = FeatureCache(backbone, cache_dir).get(images, batch_size, device)
+    row = {index: i for i, index in enumerate(union)}
+    return (lambda idx: features[[row[i] for i in idx]]), features[len(union):]

@@ -88,7 +88,8 @@ def transfer_checkpoint(model: TransferModel, classes: list[str], backbone: str,
 class Classifier:
     """A trained model rebuilt from a checkpoint, with the preprocessing its inputs need."""
 
-    def __init__(self, checkpoint: dict):
+    def __init__(self, checkpoint: dict, load_backbone=backbones.load):
+        """`load_backbone(name, image_size)` may share one frozen backbone between classifiers."""
         self.checkpoint = checkpoint
         self.kind = checkpoint["kind"]
         self.classes = list(checkpoint["classes"])
@@ -98,10 +99,12 @@ class Classifier:
             self.model = TinyVGG(self.config["hidden_units"], len(self.classes), self.config["image_size"])
             self.model.load_state_dict(checkpoint["state_dict"])
         else:
-            self.backbone = backbones.load(self.config["backbone"], self.config["image_size"])
+            name, size, frozen = self.config["backbone"], self.config["image_size"], self.config["frozen"]
+            # a fine-tuned checkpoint holds every weight: no pretrained download, no sharing
+            self.backbone = load_backbone(name, size) if frozen else backbones.load(name, size, pretrained=False)
             head = make_head(self.backbone.num_features, len(self.classes), self.backbone.info.dropout)
             self.model = TransferModel(self.backbone.features, head)
-            if self.config["frozen"]:
+            if frozen:
                 freeze(self.backbone.features)
                 head.load_state_dict(checkpoint["state_dict"])
             else:
@@ -114,8 +117,8 @@ class Classifier:
         return self.config.get("data_image_size", self.config.get("image_size"))
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Classifier":
-        return cls(load_torch(path))
+    def from_file(cls, path: str | Path, load_backbone=backbones.load) -> "Classifier":
+        return cls(load_torch(path), load_backbone)
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """N x H x W x 3 uint8 images -> the model's input batch."""

@@ -21,35 +21,35 @@ def _remove_stale_temporaries(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary file path beside `path`; move it into place only if the block succeeds."""
+def _staged(path: str | os.PathLike, make_temporary, discard) -> Iterator[Path]:
+    """Yield a temporary beside `path` and rename it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(make_temporary(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.is_dir():
+            shutil.rmtree(path)  # os.replace cannot replace a non-empty directory
+        os.replace(tmp, path)
+    finally:
+        discard(tmp)
+
+
+def _new_file(**kwargs) -> str:
+    fd, name = tempfile.mkstemp(**kwargs)
     os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return name
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside `path`; swap it into place only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
+    """A temporary file path beside `path`, moved into place only if the block succeeds."""
+    return _staged(path, _new_file, lambda tmp: tmp.unlink(missing_ok=True))
+
+
+def atomic_dir(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
+    """A temporary directory beside `path`, swapped into place only if the block succeeds."""
+    return _staged(path, tempfile.mkdtemp, lambda tmp: shutil.rmtree(tmp, ignore_errors=True))
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -38,21 +38,23 @@ class SubsetParams:
 
 
 @dataclass(frozen=True)
-class TinyVGGParams:
-    hidden_units: int = positive()
-    epochs: int = positive()
+class TrainingParams:
+    """What every training run reads: the engine's batch size and optimizer."""
     batch_size: int = positive()
     optimizer: Optimizer
     lr: float
 
 
 @dataclass(frozen=True)
-class TransferParams:
+class TinyVGGParams(TrainingParams):
+    hidden_units: int = positive()
+    epochs: int = positive()
+
+
+@dataclass(frozen=True)
+class TransferParams(TrainingParams):
     freeze: bool
     image_size: int | None = positive()  # None: the pretrained weights' own input size
-    batch_size: int = positive()
-    optimizer: Optimizer
-    lr: float
 
 
 @dataclass(frozen=True)

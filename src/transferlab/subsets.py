@@ -4,9 +4,17 @@ Each class's indices are shuffled once with the seed; a subset of size n takes t
 quota(n) indices of every class. Larger subsets therefore contain the smaller ones, and a size
 that does not divide by the class count gives the first n % C classes one image more.
 """
+import json
+from pathlib import Path
+
 import numpy as np
 
 from transferlab.errors import UserError
+from transferlab.outputs import write_text
+
+# One file each, so a stage depends only on the subsets it reads (a new train_size never
+# invalidates TinyVGG).
+SUBSET_NAMES = ("tinyvgg_train", "transfer_train", "test")
 
 
 def class_quotas(size: int, n_classes: int) -> list[int]:
@@ -57,3 +65,13 @@ def make_subsets(train_labels: np.ndarray, test_labels: np.ndarray, n_classes: i
         "transfer_train": {str(n): train.draw(n, "train_size") for n in sorted(transfer_train_sizes)},
         "test": test.draw(test_size, "subset.test_size"),
     }
+
+
+def save(chosen: dict, out_dir: str | Path) -> None:
+    for name in SUBSET_NAMES:
+        write_text(Path(out_dir) / f"{name}.json", json.dumps(chosen[name]) + "\n")
+
+
+def load(subsets_dir: str | Path, *names: str) -> dict:
+    """The named subsets written by `save`."""
+    return {name: json.loads((Path(subsets_dir) / f"{name}.json").read_text()) for name in names}

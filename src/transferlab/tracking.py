@@ -27,13 +27,9 @@ class TensorBoardRun:
             self.writer.add_scalars("Loss", {"train": row["train_loss"], "test": row["test_loss"]}, epoch)
             self.writer.add_scalars("Accuracy", {"train": row["train_acc"], "test": row["test_acc"]}, epoch)
 
-    def log_graph(self, model: nn.Module, example_input: torch.Tensor) -> None:
-        was_training = model.training
-        model.eval()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about data-dependent branches
-            self.writer.add_graph(model, example_input)
-        model.train(was_training)
+    def log_graph(self, traced: tuple) -> None:
+        """Write a graph from `trace_graph` (trace once, log it into every run of that model)."""
+        self.writer.file_writer.add_graph(traced)
 
     def log_hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
         self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
@@ -43,6 +39,20 @@ class TensorBoardRun:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def trace_graph(model: nn.Module, example_input: torch.Tensor) -> tuple:
+    """The model graph as SummaryWriter.add_graph builds it (GraphDef, RunMetadata); tracing a
+    backbone takes seconds, so every experiment on that backbone reuses one trace."""
+    from torch.utils.tensorboard._pytorch_graph import graph
+
+    was_training = model.training
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about data-dependent branches
+        traced = graph(model, example_input)
+    model.train(was_training)
+    return traced
 
 
 def history_records(history: dict[str, list[float]]) -> list[dict[str, float]]:

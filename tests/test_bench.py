@@ -1,0 +1,31 @@
+"""Smoke test: the benchmark script runs end to end on a tiny configuration and reports every part."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_image_folder
+from projects import ROOT, project_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
+    source = make_image_folder(tmp_path / "images", n_train=10, n_test=6, size=16)
+    results_file = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench/grid.py"), "--source", str(source), "--models", "effnet_lite0",
+         "--train-sizes", "3", "6", "--epochs", "1", "2", "--test-size", "6", "--image-size", "32",
+         "--tinyvgg-size", "12", "--json", str(results_file)],
+        cwd=tmp_path, env=project_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for heading in ("approaches", "final test accuracy", "ratios and targets", "where the pipeline"):
+        assert heading in result.stdout
+    results = json.loads(results_file.read_text())
+    experiments = {f"{n}_images-effnet_lite0-{e}_epochs" for n in (3, 6) for e in (1, 2)}
+    assert set(results["pipeline"]["test_acc"]) == experiments == set(results["course"]["test_acc"])
+    for phase in ("pipeline", "course", "floor", "extract", "epochs_rerun", "noop"):
+        assert results[phase]["wall_s"] > 0 and results[phase]["peak_rss_mib"] > 100
+    assert results["floor"]["images"] == 6 + 6  # the largest train subset (nesting) plus the test subset
+    assert sum(results["profile"]["breakdown_s"].values()) == pytest.approx(results["profile"]["total_s"], rel=0.01)

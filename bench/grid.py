@@ -124,14 +124,17 @@ def phase_course(config: dict) -> dict:
 
 
 def _distinct_images(config: dict):
+    """Every distinct image the grid uses, laid out as the pipeline holds them (N x H x W x 3 uint8)."""
+    import numpy as np
     import torch
 
     grid = load_grid_data(config)
-    return torch.cat([grid["union"], grid["test"][0]])
+    return np.ascontiguousarray(torch.cat([grid["union"], grid["test"][0]]).permute(0, 2, 3, 1).numpy())
 
 
 def phase_floor(config: dict) -> dict:
-    """One bare inference pass of each backbone over each distinct image."""
+    """One bare inference pass of each backbone over each distinct image, batches fed exactly as
+    the pipeline feeds them."""
     import torch
 
     from transferlab import backbones
@@ -142,7 +145,8 @@ def phase_floor(config: dict) -> dict:
         backbone = backbones.load(name, config["image_size"])
         start = time.perf_counter()
         with torch.inference_mode():
-            for batch in images.split(config["batch_size"]):
+            for first in range(0, len(images), config["batch_size"]):
+                batch = torch.as_tensor(images[first:first + config["batch_size"]]).permute(0, 3, 1, 2)
                 backbone.features(backbone.transform(batch))
         seconds[name] = time.perf_counter() - start
     return {"images": len(images), "seconds": seconds}
@@ -155,7 +159,7 @@ def phase_extract(config: dict) -> dict:
     from transferlab import backbones
     from transferlab.features import FeatureCache
 
-    images = _distinct_images(config).permute(0, 2, 3, 1).numpy()
+    images = _distinct_images(config)
     seconds = {}
     for name in config["models"]:
         backbone = backbones.load(name, config["image_size"])

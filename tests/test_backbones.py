@@ -227,3 +227,15 @@ def test_cached_weights_are_loaded_weights_only(monkeypatch, tmp_path):
     torch.save({"payload": _NotATensor()}, tmp_path / "checkpoints" / Path(weights.url).name)
     with pytest.raises(UserError, match="not a valid weights file"):
         backbones._download_state_dict("effnet_b0", weights)
+
+
+def test_weights_in_the_hub_cache_are_used_without_network(offline):
+    """With the file in <hub>/checkpoints (what the offline message asks for), B0 loads from it."""
+    reference = tv_models.efficientnet_b0(weights=None)
+    cached = offline / "checkpoints" / Path(TV_WEIGHTS["effnet_b0"].url).name
+    cached.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), cached)
+    backbone = backbones.load("effnet_b0", image_size=32)
+    first_conv = backbone.features.features[0][0].weight
+    assert torch.equal(first_conv, reference.features[0][0].weight)
+    assert backbone.num_features == 1280 and backbone.imagenet_head[-1].out_features == 1000

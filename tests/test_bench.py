@@ -26,6 +26,7 @@ def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
     experiments = {f"{n}_images-effnet_lite0-{e}_epochs" for n in (3, 6) for e in (1, 2)}
     assert set(results["pipeline"]["test_acc"]) == experiments == set(results["course"]["test_acc"])
     for phase in ("pipeline", "course", "floor", "extract", "epochs_rerun", "noop"):
-        assert results[phase]["wall_s"] > 0 and results[phase]["peak_rss_mib"] > 100
+        assert results[phase]["wall_s"] > 0 and results[phase]["peak_rss_mib"] > 20
+    assert results["pipeline"]["peak_rss_mib"] > 500  # torch and a backbone were in memory
     assert results["floor"]["images"] == 6 + 6  # the largest train subset (nesting) plus the test subset
     assert sum(results["profile"]["breakdown_s"].values()) == pytest.approx(results["profile"]["total_s"], rel=0.01)

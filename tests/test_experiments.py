@@ -188,3 +188,32 @@ def test_fit_trains_only_the_trainable_parameters(tmp_path):
     fit(model, TRAIN, TEST, settings(), 2, 7, CPU, RecordingRun(), tmp_path / "run.pt", desc="t")
     assert_same_state(model[0].state_dict(), frozen)
     assert not torch.equal(model[3].weight, make_model()[3].weight)
+
+
+# --- train_transfer with transfer.freeze: false (fine-tuning) ---------------------------------------
+
+def test_fine_tuning_trains_the_whole_network_and_exports_it(tmp_path, monkeypatch, image_folder_factory):
+    from transferlab import data, evaluation, subsets
+    from transferlab.experiments import train_transfer
+    from transferlab.models import Classifier
+
+    monkeypatch.chdir(tmp_path)
+    dataset = data.load_image_folder(image_folder_factory(tmp_path / "images", n_train=4, n_test=2, size=8), 8)
+    data.save(dataset, tmp_path / "prepared")
+    subsets.save(subsets.make_subsets(dataset.train.labels, dataset.test.labels, 3, 0, 6, (6,), 6),
+                 tmp_path / "subsets")
+    raw = yaml.safe_load(PARAMS_YAML.read_text())
+    raw.update(model="effnet_lite0", train_size=6, epochs=1)
+    raw["transfer"].update(freeze=False, image_size=32, batch_size=3)
+    results = train_transfer(params.parse(raw), tmp_path / "prepared", tmp_path / "subsets", tmp_path / "models",
+                             tmp_path / "metrics.json", tmp_path / "plots", tmp_path / "runs",
+                             tmp_path / "summaries", tmp_path / "features")
+    metrics = results["6_images-effnet_lite0-1_epochs"]
+    assert metrics["trainable_params"] == metrics["total_params"]  # nothing frozen
+    assert not (tmp_path / "features").exists()  # no feature cache when fine-tuning
+    checkpoint = load_torch(tmp_path / "models/6_images-effnet_lite0-1_epochs.pt")
+    assert checkpoint["config"]["frozen"] is False
+    assert any(key.startswith("backbone.") for key in checkpoint["state_dict"])  # the whole network
+    classifier = Classifier(checkpoint)
+    logits = evaluation.logits_on(classifier, dataset.test.images[:2], tmp_path / "features", CPU)
+    assert logits.shape == (2, 3)

@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from transferlab import backbones, data, engine
 from transferlab.features import FeatureCache
 from transferlab.models import Classifier, count_parameters
-from transferlab.subsets import load as load_subsets
 from transferlab.outputs import atomic_dir, atomic_path, save_torch, write_json, write_text
+from transferlab.subsets import load as load_subsets
 from transferlab.tracking import TensorBoardRun
 
 BATCH_SIZE = 64

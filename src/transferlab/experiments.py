@@ -130,10 +130,9 @@ def model_summaries(backbone: backbones.Backbone, n_classes: int) -> str:
     options = dict(input_size=(1, 3, size, size), verbose=0, depth=2,
                    col_names=("input_size", "output_size", "num_params", "trainable"), row_settings=("var_names",))
     before = summary(models.TransferModel(backbone.features, backbone.imagenet_head), **options)
-    head = models.make_head(backbone.num_features, n_classes, backbone.info.dropout)
     frozen = copy.deepcopy(backbone.features)
     models.freeze(frozen)
-    after = summary(models.TransferModel(frozen, head), **options)
+    after = summary(models.TransferModel(frozen, _new_head(backbone, n_classes)), **options)
     name = backbone.info.name
     return (f"# {name}: pretrained ({backbone.info.source})\n{before}\n\n"
             f"# {name}: frozen features, new head Dropout(p={backbone.info.dropout}) + "
@@ -157,11 +156,11 @@ def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir
         for name in params.model:
             backbone = backbones.load(name, p.image_size)
             write_text(summaries_tmp / f"{name}.txt", model_summaries(backbone, n_classes))
-            train_inputs, test_inputs = _backbone_inputs(backbone, dataset, subsets, p.freeze, p.batch_size,
-                                                         cache_dir, device)
-            size = backbone.transform.crop_size[0]
+            size = backbone.transform.crop_size[0]  # traced on the CPU, before features may move to a GPU
             graph = trace_graph(models.TransferModel(backbone.features, _new_head(backbone, n_classes)),
                                 torch.zeros(1, 3, size, size))
+            train_inputs, test_inputs = _backbone_inputs(backbone, dataset, subsets, p.freeze, p.batch_size,
+                                                         cache_dir, device)
             for experiment in (e for e in expand_grid(params) if e.model == name):
                 train_idx = subsets["transfer_train"][str(experiment.train_size)]
                 engine.seed_everything(params.seed)

@@ -29,6 +29,7 @@ from transferlab.outputs import atomic_dir
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error)
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 DOWNLOAD_TIMEOUT_S = 20
 CIFAR10_URL_ENV = "TRANSFERLAB_CIFAR10_URL"  # a mirror of cifar-10-python.tar.gz (same MD5)
@@ -234,7 +235,7 @@ def _guarded(archive: Path, read: Callable[[], bytes]) -> Callable[[], bytes]:
     def guarded_read() -> bytes:
         try:
             return read()
-        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as err:
+        except ARCHIVE_ERRORS as err:
             raise UserError(f"cannot read archive {archive}: {err or type(err).__name__}") from None
     return guarded_read
 
@@ -249,8 +250,9 @@ def _tar_members(archive: Path) -> Iterator[Member]:
                 if member.isdev():
                     raise UserError(f"{archive}: refusing device member {member.name!r}")
                 if member.isdir() or member.isfile():
-                    yield parts, member.isdir(), _guarded(archive, lambda member=member: tar.extractfile(member).read())
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+                    read = _guarded(archive, lambda member=member: tar.extractfile(member).read())
+                    yield parts, member.isdir(), read
+    except ARCHIVE_ERRORS as err:
         raise UserError(f"cannot read archive {archive}: {err or type(err).__name__}") from None
 
 
@@ -265,5 +267,5 @@ def _zip_members(archive: Path) -> Iterator[Member]:
                 if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
                     raise UserError(f"{archive}: refusing device member {info.filename!r}")
                 yield parts, info.is_dir(), _guarded(archive, lambda info=info: zf.read(info))
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as err:
+    except ARCHIVE_ERRORS as err:
         raise UserError(f"cannot read archive {archive}: {err or type(err).__name__}") from None

@@ -11,6 +11,8 @@ import yaml
 from conftest import make_image_folder
 from projects import locked_outputs, make_project, project_env, run, tiny_params
 
+from transferlab.outputs import load_torch
+
 pytestmark = pytest.mark.slow
 
 TINYVGG_OUTPUTS = ["models/tinyvgg.pt", "metrics/tinyvgg.json", "plots/tinyvgg.json"]
@@ -69,7 +71,7 @@ def test_interrupted_training_leaves_no_partial_output_and_resumes(reference, so
     output = process.communicate(timeout=120)[0]
     assert process.returncode != 0, output
 
-    epochs_done = len(torch_load(project / CHECKPOINT)["history"]["train_loss"])
+    epochs_done = len(load_torch(project / CHECKPOINT)["history"]["train_loss"])
     assert 0 < epochs_done < 150, "the kill must land mid-training"
     assert (project / "dvc.lock").read_text() == lock_before
     for path in TINYVGG_OUTPUTS:  # DVC removed the old outputs; nothing half-written took their place
@@ -84,9 +86,3 @@ def test_interrupted_training_leaves_no_partial_output_and_resumes(reference, so
     assert without_tensorboard(locked_outputs(project)) == expected
     assert json.loads((project / "metrics/tinyvgg.json").read_text()) == json.loads(
         (reference / "metrics/tinyvgg.json").read_text())
-
-
-def torch_load(path: Path) -> dict:
-    from transferlab.outputs import load_torch
-
-    return load_torch(path)

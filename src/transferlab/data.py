@@ -29,6 +29,7 @@ from transferlab.outputs import atomic_dir
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+UNREADABLE_IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)  # what Pillow raises
 ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error)
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 DOWNLOAD_TIMEOUT_S = 20
@@ -150,7 +151,7 @@ def load_image_folder(source: Path, image_size: int) -> Dataset:
                 per_class["/".join(parts)] = decode_image(read(), image_size)
             except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
                 raise UserError(f"{source}: {'/'.join(parts)} exceeds the decompression-bomb limit ({err})") from None
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            except UNREADABLE_IMAGE_ERRORS as err:
                 skipped += 1
                 print(f"skipping corrupt image {source}/{'/'.join(parts)}: {err}", file=sys.stderr)
     if skipped:

@@ -3,9 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import UnidentifiedImageError
-
-from transferlab.data import decode_image
+from transferlab.data import UNREADABLE_IMAGE_ERRORS, decode_image
 from transferlab.errors import UserError
 from transferlab.models import Classifier
 
@@ -20,7 +18,7 @@ def load_images(paths: list[Path], image_size: int) -> np.ndarray:
             raise UserError(f"{path}: no such file")
         try:
             arrays.append(decode_image(path.read_bytes(), image_size))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        except UNREADABLE_IMAGE_ERRORS as err:
             raise UserError(f"{path}: not a readable image ({err})") from None
     return np.stack(arrays)
 

@@ -104,6 +104,23 @@ def test_torchvision_backbones_without_weights_have_their_classifier_removed(nam
     assert out.shape == (1, expected)
 
 
+@pytest.mark.parametrize("name", backbones.BACKBONE_NAMES)
+def test_registry_facts_match_the_built_backbone(name):
+    """Stages rely on these without building the backbone (feature width, input size, parameters)."""
+    info = backbones.info(name)
+    backbone = backbones.load(name, pretrained=False)
+    assert backbone.info == info
+    assert backbone.num_features == info.num_features
+    assert backbone.transform.crop_size == [info.image_size] == [backbones.input_size(name)]
+    assert sum(p.numel() for p in backbone.features.parameters()) == info.params
+    assert backbones.input_size(name, 48) == 48
+
+
+def test_unknown_backbone_is_one_clear_line():
+    with pytest.raises(UserError, match="unknown backbone 'effnet_b9'; choose one of: effnet_b0, effnet_b2"):
+        backbones.info("effnet_b9")
+
+
 # --- transforms -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,crop,resize", [("effnet_lite0", 224, 256), ("effnet_lite2", 260, 292)])

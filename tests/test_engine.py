@@ -126,7 +126,7 @@ def test_train_learns_the_separable_problem():
 
 
 def _seeded_run(seed, epochs=3):
-    engine.seed_everything(seed)
+    engine.seed_everything(seed, CPU)
     model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 2))
     train, test = loaders(shuffle=True)  # shuffling and dropout use the global generator
     history = engine.train(model, train, test, nn.CrossEntropyLoss(),
@@ -139,10 +139,16 @@ def test_seeded_runs_are_identical():
     history_b, state_b = _seeded_run(0)
     assert history_a == history_b
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
-    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()  # CPU kernels need no switch
     history_c, state_c = _seeded_run(1)
     assert history_c != history_a
     assert not torch.equal(state_c["0.weight"], state_a["0.weight"])
+
+
+def test_seeding_for_an_accelerator_also_asks_for_deterministic_kernels():
+    engine.seed_everything(0, torch.device("cuda"))  # only sets flags: no GPU needed
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
 
 
 def test_on_epoch_is_called_after_every_epoch_with_the_history_so_far():

@@ -210,7 +210,9 @@ def test_fine_tuning_trains_the_whole_network_and_exports_it(tmp_path, monkeypat
                              tmp_path / "summaries", tmp_path / "features")
     metrics = results["6_images-effnet_lite0-1_epochs"]
     assert metrics["trainable_params"] == metrics["total_params"]  # nothing frozen
-    assert not (tmp_path / "features").exists()  # no feature cache when fine-tuning
+    cached = load_torch(tmp_path / "features/effnet_lite0_32px.pt")
+    assert cached["keys"] == [] and cached["features"] is None  # images go through the network instead
+    assert set(cached["derived"]) == {"summary_3_classes", "graph_3_classes"}
     checkpoint = load_torch(tmp_path / "models/6_images-effnet_lite0-1_epochs.pt")
     assert checkpoint["config"]["frozen"] is False
     assert any(key.startswith("backbone.") for key in checkpoint["state_dict"])  # the whole network

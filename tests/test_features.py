@@ -64,15 +64,20 @@ def test_image_keys_depend_on_content_only():
     assert features.image_keys(changed)[1] != keys[1]
 
 
-def test_cache_file_is_per_backbone_and_input_size(tmp_path, lite0):
-    assert FeatureCache(lite0, tmp_path).path == tmp_path / "effnet_lite0_32px.pt"
-    other = dataclasses.replace(lite0, transform=backbones._resized(lite0.transform, 48))
-    assert FeatureCache(other, tmp_path).path == tmp_path / "effnet_lite0_48px.pt"
+def _cache(backbone, cache_dir):
+    """A cache of `backbone` (possibly a counting wrapper) at its own input size."""
+    return FeatureCache(backbone.info.name, backbone.transform.crop_size[0], cache_dir, load=lambda *_: backbone)
+
+
+def test_cache_file_is_per_backbone_and_input_size(tmp_path):
+    assert FeatureCache("effnet_lite0", 32, tmp_path).path == tmp_path / "effnet_lite0_32px.pt"
+    assert FeatureCache("effnet_lite0", 48, tmp_path).path == tmp_path / "effnet_lite0_48px.pt"
+    assert FeatureCache("effnet_lite2", None, tmp_path).path == tmp_path / "effnet_lite2_260px.pt"
 
 
 def test_first_get_computes_every_image_once_and_matches_direct_computation(tmp_path, backbone):
     images = _images(5)
-    cache = FeatureCache(backbone, tmp_path)
+    cache = _cache(backbone, tmp_path)
     out = cache.get(images, batch_size=2, device=CPU)
     assert backbone.features.batches == [2, 2, 1]
     assert out.shape == (5, 1280) and out.dtype == torch.float32
@@ -82,7 +87,7 @@ def test_first_get_computes_every_image_once_and_matches_direct_computation(tmp_
 
 def test_second_get_with_the_same_images_does_no_backbone_pass(tmp_path, backbone):
     images = _images(4)
-    cache = FeatureCache(backbone, tmp_path)
+    cache = _cache(backbone, tmp_path)
     first = cache.get(images, batch_size=8, device=CPU)
     assert backbone.features.images == 4
     second = cache.get(images, batch_size=8, device=CPU)
@@ -96,7 +101,7 @@ def test_second_get_with_the_same_images_does_no_backbone_pass(tmp_path, backbon
 
 def test_superset_only_computes_the_new_images(tmp_path, backbone):
     old, new = _images(3, seed=1), _images(2, seed=2)
-    cache = FeatureCache(backbone, tmp_path)
+    cache = _cache(backbone, tmp_path)
     first = cache.get(old, batch_size=8, device=CPU)
     assert backbone.features.images == 3
     superset = np.concatenate([new[:1], old, new[1:]])
@@ -112,7 +117,7 @@ def test_superset_only_computes_the_new_images(tmp_path, backbone):
 def test_duplicate_images_in_one_call_are_computed_once(tmp_path, backbone):
     distinct = _images(3, seed=3)
     images = distinct[[0, 1, 0, 2, 1, 0]]
-    out = FeatureCache(backbone, tmp_path).get(images, batch_size=8, device=CPU)
+    out = _cache(backbone, tmp_path).get(images, batch_size=8, device=CPU)
     assert backbone.features.images == 3
     assert out.shape == (6, 1280)
     assert torch.equal(out[0], out[2]) and torch.equal(out[0], out[5]) and torch.equal(out[1], out[4])
@@ -124,11 +129,11 @@ def test_duplicate_images_in_one_call_are_computed_once(tmp_path, backbone):
 def test_cached_file_is_reused_by_a_new_cache_instance(tmp_path, lite0):
     images = _images(4, seed=4)
     first_backbone = dataclasses.replace(lite0, features=Counting(lite0.features))
-    first = FeatureCache(first_backbone, tmp_path).get(images, batch_size=8, device=CPU)
+    first = _cache(first_backbone, tmp_path).get(images, batch_size=8, device=CPU)
     assert first_backbone.features.images == 4
 
     second_backbone = dataclasses.replace(lite0, features=Counting(lite0.features))
-    again = FeatureCache(second_backbone, tmp_path).get(images[::-1], batch_size=8, device=CPU)
+    again = _cache(second_backbone, tmp_path).get(images[::-1], batch_size=8, device=CPU)
     assert second_backbone.features.batches == []
     assert torch.equal(again, first.flip(0))
 
@@ -136,12 +141,12 @@ def test_cached_file_is_reused_by_a_new_cache_instance(tmp_path, lite0):
 def test_other_cache_dir_or_input_size_does_not_share_features(tmp_path, lite0):
     images = _images(2, seed=5)
     counted = dataclasses.replace(lite0, features=Counting(lite0.features))
-    FeatureCache(counted, tmp_path / "a").get(images, batch_size=8, device=CPU)
-    FeatureCache(counted, tmp_path / "b").get(images, batch_size=8, device=CPU)
+    _cache(counted, tmp_path / "a").get(images, batch_size=8, device=CPU)
+    _cache(counted, tmp_path / "b").get(images, batch_size=8, device=CPU)
     assert counted.features.images == 4
 
     bigger = dataclasses.replace(counted, transform=backbones._resized(lite0.transform, 40))
-    out = FeatureCache(bigger, tmp_path / "a").get(images, batch_size=8, device=CPU)
+    out = _cache(bigger, tmp_path / "a").get(images, batch_size=8, device=CPU)
     assert counted.features.images == 6
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["effnet_lite0_32px.pt", "effnet_lite0_40px.pt"]
     torch.testing.assert_close(out, _direct(bigger, images), rtol=1e-4, atol=1e-5)
@@ -150,3 +155,34 @@ def test_other_cache_dir_or_input_size_does_not_share_features(tmp_path, lite0):
 def test_compute_of_no_images_is_empty(lite0):
     out = features.compute(lite0, _images(0), batch_size=4, device=CPU)
     assert out.shape == (0, 1280)
+
+
+def _unbuildable(name, image_size):
+    raise AssertionError(f"built {name} at {image_size}: everything asked for was cached")
+
+
+def test_a_fully_cached_request_never_builds_the_backbone(tmp_path, backbone):
+    images = _images(3, seed=6)
+    first = _cache(backbone, tmp_path).get(images, batch_size=8, device=CPU)
+    _cache(backbone, tmp_path).derived("summary", lambda b: f"{b.info.name} summary")
+    again = FeatureCache("effnet_lite0", 32, tmp_path, load=_unbuildable)
+    assert torch.equal(again.get(images[[2, 0]], batch_size=8, device=CPU), first[[2, 0]])
+    assert again.derived("summary", lambda b: "made again") == "effnet_lite0 summary"
+    with pytest.raises(AssertionError, match="built effnet_lite0 at 32"):
+        again.get(_images(1, seed=7), batch_size=8, device=CPU)
+
+
+def test_derived_artefacts_are_made_once_and_kept_beside_the_features(tmp_path, backbone):
+    made = []
+
+    def make(b):
+        made.append(b.info.name)
+        return {"graph": b"\x00bytes", "size": b.transform.crop_size[0]}
+
+    cache = _cache(backbone, tmp_path)
+    assert cache.derived("graph", make) == {"graph": b"\x00bytes", "size": 32}
+    features = cache.get(_images(2, seed=8), batch_size=8, device=CPU)
+    assert _cache(backbone, tmp_path).derived("graph", make) == {"graph": b"\x00bytes", "size": 32}
+    assert made == ["effnet_lite0"]
+    assert torch.equal(_cache(backbone, tmp_path).get(_images(2, seed=8), batch_size=8, device=CPU), features)
+    assert backbone.features.images == 2

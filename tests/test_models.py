@@ -125,6 +125,7 @@ def test_count_parameters_of_frozen_transfer_model(lite0_32):
     backbone_params = sum(p.numel() for p in features.parameters())
     assert counts["trainable_params"] == 1280 * 3 + 3
     assert counts["total_params"] == backbone_params + 1280 * 3 + 3
+    assert models.frozen_transfer_parameters("effnet_lite0", head) == counts
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
@@ -173,7 +174,8 @@ def _transfer_model(backbone, n_classes, seed):
 
 def test_frozen_transfer_checkpoint_stores_only_the_head(tmp_path, lite0_32):
     model = _transfer_model(lite0_32, len(CLASSES), seed=0)
-    checkpoint = models.transfer_checkpoint(model, CLASSES, "effnet_lite0", 32, frozen=True, data_image_size=24)
+    checkpoint = models.transfer_checkpoint(model.head, CLASSES, "effnet_lite0", 32, frozen=True,
+                                            data_image_size=24)
     assert checkpoint["kind"] == "transfer"
     assert checkpoint["config"] == {"backbone": "effnet_lite0", "image_size": 32, "frozen": True,
                                     "data_image_size": 24}
@@ -196,6 +198,34 @@ def test_frozen_transfer_checkpoint_stores_only_the_head(tmp_path, lite0_32):
         actual = classifier.model(classifier.preprocess(images))
     assert actual.shape == (3, len(CLASSES))
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+
+
+def test_frozen_classifier_builds_its_backbone_only_when_the_full_model_is_used(lite0_32):
+    model = _transfer_model(lite0_32, len(CLASSES), seed=1)
+    checkpoint = models.transfer_checkpoint(model.head, CLASSES, "effnet_lite0", 32, frozen=True,
+                                            data_image_size=32)
+    built = []
+
+    def load_backbone(name, image_size):
+        built.append((name, image_size))
+        return lite0_32
+
+    classifier = models.Classifier(checkpoint, load_backbone)
+    features = torch.randn(4, 1280)
+    with torch.no_grad():
+        torch.testing.assert_close(classifier.head(features), model.eval().head(features), rtol=0, atol=0)
+    assert classifier.parameter_counts() == models.count_parameters(models.TransferModel(
+        _frozen_copy(lite0_32.features), model.head))
+    assert built == []
+    assert classifier.model.backbone is lite0_32.features and built == [("effnet_lite0", 32)]
+
+
+def _frozen_copy(module):
+    import copy
+
+    frozen = copy.deepcopy(module)
+    models.freeze(frozen)
+    return frozen
 
 
 def test_finetuned_transfer_checkpoint_stores_and_restores_the_backbone(tmp_path):
@@ -223,7 +253,8 @@ def test_finetuned_transfer_checkpoint_stores_and_restores_the_backbone(tmp_path
 
 def test_classifier_transfer_preprocess_uses_backbone_transform(lite0_32):
     model = _transfer_model(lite0_32, 2, seed=0)
-    checkpoint = models.transfer_checkpoint(model, ["a", "b"], "effnet_lite0", 32, frozen=True, data_image_size=40)
+    checkpoint = models.transfer_checkpoint(model.head, ["a", "b"], "effnet_lite0", 32, frozen=True,
+                                            data_image_size=40)
     classifier = models.Classifier(checkpoint)
     inputs = classifier.preprocess(_uint8_images(2, 40))
     assert inputs.shape == (2, 3, 32, 32)  # resized and centre-cropped to the backbone's size

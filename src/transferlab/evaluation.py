@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from transferlab import backbones, data, engine
 from transferlab.features import FeatureCache
-from transferlab.models import Classifier, count_parameters
+from transferlab.models import Classifier
 from transferlab.outputs import atomic_dir, atomic_path, save_torch, write_json, write_text
 from transferlab.subsets import load as load_subsets
 from transferlab.tracking import TensorBoardRun
@@ -25,13 +25,15 @@ def model_files(tinyvgg_file: Path, transfer_dir: Path) -> dict[str, Path]:
 
 def logits_on(classifier: Classifier, images: np.ndarray, cache_dir: Path, device: torch.device) -> torch.Tensor:
     """The classifier's logits for N x H x W x 3 uint8 images (cached features when frozen)."""
-    if classifier.kind == "transfer" and classifier.config["frozen"]:
-        inputs = FeatureCache(classifier.backbone, cache_dir).get(images, BATCH_SIZE, device)
-        model = classifier.model.head
+    if classifier.frozen:
+        cache = FeatureCache(classifier.config["backbone"], classifier.config["image_size"], cache_dir,
+                             load=lambda *_: classifier.backbone)
+        inputs = cache.get(images, BATCH_SIZE, device)
+        model = classifier.head
     else:
         inputs = torch.as_tensor(images)
         model = torch.nn.Sequential(_Preprocess(classifier), classifier.model)
-    loader = DataLoader(TensorDataset(inputs, torch.zeros(len(inputs), dtype=torch.long)), batch_size=BATCH_SIZE)
+    loader = engine.batch_loader(TensorDataset(inputs, torch.zeros(len(inputs), dtype=torch.long)), BATCH_SIZE)
     return engine.predict(model.to(device), loader, device)[0]
 
 
@@ -51,7 +53,7 @@ def evaluate(data_dir: Path, subsets_dir: Path, tinyvgg_file: Path, transfer_dir
     test_idx = load_subsets(subsets_dir, "test")["test"]
     images, labels = dataset.test.images[test_idx], torch.as_tensor(dataset.test.labels[test_idx])
     device = engine.select_device()
-    load_backbone = functools.cache(backbones.load)  # one pretrained backbone per name and size
+    load_backbone = functools.cache(backbones.load)  # at most one pretrained backbone per name and size
     results = {}
     with atomic_dir(confusion_dir) as confusion_tmp:
         for name, path in model_files(tinyvgg_file, transfer_dir).items():
@@ -62,7 +64,7 @@ def evaluate(data_dir: Path, subsets_dir: Path, tinyvgg_file: Path, transfer_dir
             results[name] = {
                 "test_acc": round(correct.float().mean().item(), 6),
                 "test_loss": round(F.cross_entropy(logits, labels).item(), 6),
-                **count_parameters(classifier.model),
+                **classifier.parameter_counts(),
                 "per_class_acc": {cls: round(correct[labels == i].float().mean().item(), 6)
                                   for i, cls in enumerate(dataset.classes) if (labels == i).any()},
             }

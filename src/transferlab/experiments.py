@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 from torchinfo import summary
 
 from transferlab import backbones, data, engine, models
@@ -55,8 +55,8 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset, set
         seed: int, device: torch.device, run: TensorBoardRun, checkpoint: Path, desc: str) -> dict:
     """Train `model` with the engine, logging to `run` and resuming from `checkpoint` if it matches."""
     generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=generator)
-    test_loader = DataLoader(test_set, batch_size=settings.batch_size)
+    train_loader = engine.batch_loader(train_set, settings.batch_size, generator)
+    test_loader = engine.batch_loader(test_set, settings.batch_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = engine.make_optimizer(settings.optimizer, trainable, settings.lr)
     fingerprint = _fingerprint(model, train_set, test_set, settings, seed)
@@ -101,12 +101,13 @@ def train_tinyvgg(params: Params, data_dir: Path, subsets_dir: Path, model_file:
     test_set = TensorDataset(models.uint8_to_float(dataset.test.images[test_idx]),
                              torch.as_tensor(dataset.test.labels[test_idx]))
     image_size = dataset.train.images.shape[1]
-    engine.seed_everything(params.seed)
+    device = engine.select_device()
+    engine.seed_everything(params.seed, device)
     model = models.TinyVGG(p.hidden_units, len(dataset.classes), image_size)
     run = TensorBoardRun(runs_dir)
     run.log_graph(trace_graph(model, test_set.tensors[0][:1]))
     checkpoint = CHECKPOINT_DIR / "train_tinyvgg" / "tinyvgg.pt"
-    history = fit(model, train_set, test_set, p, p.epochs, params.seed, engine.select_device(), run,
+    history = fit(model, train_set, test_set, p, p.epochs, params.seed, device, run,
                   checkpoint, desc="tinyvgg")
     metrics = final_metrics(history) | models.count_parameters(model)
     run.log_hparams({"model": "tinyvgg", "train_size": len(train_idx), "epochs": p.epochs,
@@ -132,17 +133,26 @@ def model_summaries(backbone: backbones.Backbone, n_classes: int) -> str:
     before = summary(models.TransferModel(backbone.features, backbone.imagenet_head), **options)
     frozen = copy.deepcopy(backbone.features)
     models.freeze(frozen)
-    after = summary(models.TransferModel(frozen, _new_head(backbone, n_classes)), **options)
+    after = summary(models.TransferModel(frozen, _new_head(backbone.info, n_classes)), **options)
     name = backbone.info.name
     return (f"# {name}: pretrained ({backbone.info.source})\n{before}\n\n"
             f"# {name}: frozen features, new head Dropout(p={backbone.info.dropout}) + "
             f"Linear({backbone.num_features}, {n_classes})\n{after}\n")
 
 
+def model_graph(backbone: backbones.Backbone, n_classes: int) -> tuple[bytes, bytes]:
+    """The TensorBoard graph of the backbone with a new head, traced on the CPU (before the
+    features may move to a GPU)."""
+    size = backbone.transform.crop_size[0]
+    return trace_graph(models.TransferModel(backbone.features, _new_head(backbone.info, n_classes)),
+                       torch.zeros(1, 3, size, size))
+
+
 def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir: Path,
                    metrics_file: Path, plots_dir: Path, runs_dir: Path, summaries_dir: Path,
                    cache_dir: Path) -> dict:
-    """Run every experiment of the grid; backbone features are computed once per distinct image."""
+    """Run every experiment of the grid; backbone features are computed once per distinct image,
+    and a rerun whose images are all cached never builds a backbone."""
     dataset, subsets = data.load(data_dir), load_subsets(subsets_dir, "transfer_train", "test")
     p = params.transfer
     device = engine.select_device()
@@ -154,33 +164,35 @@ def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir
         models_tmp, plots_tmp, summaries_tmp = (stack.enter_context(atomic_dir(d))
                                                 for d in (models_dir, plots_dir, summaries_dir))
         for name in params.model:
-            backbone = backbones.load(name, p.image_size)
-            write_text(summaries_tmp / f"{name}.txt", model_summaries(backbone, n_classes))
-            size = backbone.transform.crop_size[0]  # traced on the CPU, before features may move to a GPU
-            graph = trace_graph(models.TransferModel(backbone.features, _new_head(backbone, n_classes)),
-                                torch.zeros(1, 3, size, size))
-            train_inputs, test_inputs = _backbone_inputs(backbone, dataset, subsets, p.freeze, p.batch_size,
-                                                         cache_dir, device)
+            cache = FeatureCache(name, p.image_size, cache_dir)
+            write_text(summaries_tmp / f"{name}.txt",
+                       cache.derived(f"summary_{n_classes}_classes", lambda b: model_summaries(b, n_classes)))
+            graph = cache.derived(f"graph_{n_classes}_classes", lambda b: model_graph(b, n_classes))
+            train_inputs, test_inputs = _backbone_inputs(cache, dataset, subsets, p.freeze, p.batch_size, device)
             for experiment in (e for e in expand_grid(params) if e.model == name):
                 train_idx = subsets["transfer_train"][str(experiment.train_size)]
-                engine.seed_everything(params.seed)
-                head = _new_head(backbone, n_classes)
-                features = backbone.features if p.freeze else copy.deepcopy(backbone.features)
-                full_model = models.TransferModel(features, head)
-                trained = head if p.freeze else nn.Sequential(backbone.transform, full_model)
+                engine.seed_everything(params.seed, device)
+                head = _new_head(backbones.info(name), n_classes)
+                if p.freeze:
+                    trained = saved = head
+                    parameter_counts = models.frozen_transfer_parameters(name, head)
+                else:
+                    saved = models.TransferModel(copy.deepcopy(cache.backbone.features), head)
+                    trained = nn.Sequential(cache.backbone.transform, saved)
+                    parameter_counts = models.count_parameters(saved)
                 train_set = TensorDataset(train_inputs(train_idx), torch.as_tensor(dataset.train.labels[train_idx]))
                 run = TensorBoardRun(runs_dir / experiment.run_name)
                 run.log_graph(graph)
                 history = fit(trained, train_set, TensorDataset(test_inputs, test_labels), p, experiment.epochs,
                               params.seed, device, run, CHECKPOINT_DIR / "train_transfer" / f"{experiment.name}.pt",
                               desc=experiment.name)
-                metrics = final_metrics(history) | models.count_parameters(full_model)
+                metrics = final_metrics(history) | parameter_counts
                 run.log_hparams({"model": name, "train_size": experiment.train_size, "epochs": experiment.epochs,
                                  "freeze": p.freeze, "optimizer": p.optimizer, "lr": p.lr,
                                  "batch_size": p.batch_size}, _hparam_metrics(metrics))
                 run.close()
                 save_torch(models_tmp / f"{experiment.name}.pt", models.transfer_checkpoint(
-                    full_model.cpu(), dataset.classes, name, p.image_size, p.freeze, dataset.train.images.shape[1]))
+                    saved.cpu(), dataset.classes, name, p.image_size, p.freeze, dataset.train.images.shape[1]))
                 write_history(plots_tmp / f"{experiment.name}.json", history)
                 all_metrics[experiment.name] = metrics
         write_json(metrics_file, all_metrics)
@@ -188,21 +200,20 @@ def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir
     return all_metrics
 
 
-def _new_head(backbone: backbones.Backbone, n_classes: int) -> nn.Module:
-    return models.make_head(backbone.num_features, n_classes, backbone.info.dropout)
+def _new_head(info: backbones.BackboneInfo, n_classes: int) -> nn.Module:
+    return models.make_head(info.num_features, n_classes, info.dropout)
 
 
-def _backbone_inputs(backbone: backbones.Backbone, dataset: data.Dataset, subsets: dict, freeze: bool,
-                     batch_size: int, cache_dir: Path, device: torch.device):
+def _backbone_inputs(cache: FeatureCache, dataset: data.Dataset, subsets: dict, freeze: bool,
+                     batch_size: int, device: torch.device):
     """(train indices -> inputs, test inputs): cached features when frozen, images when fine-tuning."""
     test_idx = subsets["test"]
     if not freeze:
         def as_batch(images: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(images).permute(0, 3, 1, 2)
         return (lambda idx: as_batch(dataset.train.images[idx])), as_batch(dataset.test.images[test_idx])
-    models.freeze(backbone.features)
     union = sorted(set().union(*subsets["transfer_train"].values()))
     images = np.concatenate([dataset.train.images[union], dataset.test.images[test_idx]])
-    features = FeatureCache(backbone, cache_dir).get(images, batch_size, device)
+    features = cache.get(images, batch_size, device)
     row = {index: i for i, index in enumerate(union)}
     return (lambda idx: features[[row[i] for i in idx]]), features[len(union):]

@@ -1,16 +1,21 @@
-"""Frozen-backbone features, computed once per distinct image and backbone, then reused.
+"""Everything a frozen backbone produces, computed once per backbone and input size, then reused.
 
 The cache is one file per backbone and input size under `data/features/` (not a DVC output;
-delete it freely). Rows are keyed by the SHA-1 of the image's pixels, so every experiment and
-every epoch count, and the evaluate and select_best stages, reuse the same forward passes.
+delete it freely). It holds pooled features keyed by the SHA-1 of each image's pixels, so every
+experiment and epoch count, and the evaluate and select_best stages, reuse the same forward
+passes; and named artefacts derived from the backbone (its TensorBoard graph and torchinfo
+summary), so a rerun whose images are all cached never builds the backbone at all.
 """
+import functools
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from transferlab import backbones
 from transferlab.backbones import Backbone
 from transferlab.outputs import load_torch, save_torch
 
@@ -29,21 +34,31 @@ def compute(backbone: Backbone, images: np.ndarray, batch_size: int, device: tor
     for start in tqdm(range(0, len(images), batch_size), desc=f"features {backbone.info.name}", unit="batch"):
         batch = torch.as_tensor(images[start:start + batch_size]).permute(0, 3, 1, 2).to(device)
         chunks.append(backbone.features(backbone.transform(batch)).float().cpu())
-    return torch.cat(chunks) if chunks else torch.empty(0, backbone.num_features)
+    return torch.cat(chunks) if chunks else torch.empty(0, backbone.info.num_features)
 
 
 class FeatureCache:
-    """Features of one backbone at one input size, keyed by image content."""
+    """Features and derived artefacts of one backbone at one input size. The backbone is built
+    (`load(name, image_size)`) only when something asked for is not cached yet."""
 
-    def __init__(self, backbone: Backbone, cache_dir: str | Path = DEFAULT_CACHE_DIR):
-        self.backbone = backbone
-        size = backbone.transform.crop_size[0]
-        self.path = Path(cache_dir) / f"{backbone.info.name}_{size}px.pt"
+    def __init__(self, name: str, image_size: int | None = None, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+                 load: Callable[[str, int | None], Backbone] = backbones.load):
+        self.name, self.image_size, self._load = name, image_size, load
+        self.num_features = backbones.info(name).num_features
+        self.path = Path(cache_dir) / f"{name}_{backbones.input_size(name, image_size)}px.pt"
+
+    @functools.cached_property
+    def backbone(self) -> Backbone:
+        return self._load(self.name, self.image_size)
+
+    def _stored(self) -> dict:
+        stored = load_torch(self.path) if self.path.exists() else {}
+        return {"keys": [], "features": None, "derived": {}, **stored}
 
     def get(self, images: np.ndarray, batch_size: int, device: torch.device) -> torch.Tensor:
         """Features for `images` in order; only images never seen before go through the backbone."""
         keys = image_keys(images)
-        stored = load_torch(self.path) if self.path.exists() else {"keys": [], "features": None}
+        stored = self._stored()
         row_of = {key: row for row, key in enumerate(stored["keys"])}
         new_indices = []
         for index, key in enumerate(keys):
@@ -53,8 +68,17 @@ class FeatureCache:
         if new_indices:
             new = compute(self.backbone, images[new_indices], batch_size, device)
             features = new if stored["features"] is None else torch.cat([stored["features"], new])
-            stored = {"keys": stored["keys"] + [keys[i] for i in new_indices], "features": features}
+            stored |= {"keys": stored["keys"] + [keys[i] for i in new_indices], "features": features}
             save_torch(self.path, stored)
         if not keys:
-            return torch.empty(0, self.backbone.num_features)
+            return torch.empty(0, self.num_features)
         return stored["features"][[row_of[key] for key in keys]]
+
+    def derived(self, key: str, make: Callable[[Backbone], object]) -> object:
+        """The artefact `key`, made from the backbone by `make` the first time, then read from the
+        cache (tensors, strings, bytes and plain containers)."""
+        stored = self._stored()
+        if key not in stored["derived"]:
+            stored["derived"] = {**stored["derived"], key: make(self.backbone)}
+            save_torch(self.path, stored)
+        return stored["derived"][key]

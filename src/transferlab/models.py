@@ -4,6 +4,7 @@ A checkpoint is a plain dict of tensors and primitives (loadable with weights_on
 `kind`, `classes`, `config` (what rebuilds the model) and `state_dict`. A transfer model with a
 frozen backbone stores only its head's weights plus the backbone's name.
 """
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,12 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     }
 
 
+def frozen_transfer_parameters(backbone: str, head: nn.Module) -> dict[str, int]:
+    """count_parameters of a frozen backbone + `head`, without building the backbone."""
+    head_params = sum(p.numel() for p in head.parameters())
+    return {"trainable_params": head_params, "total_params": backbones.info(backbone).params + head_params}
+
+
 def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """N x H x W x 3 uint8 -> N x 3 x H x W float in [0, 1] (TinyVGG's input)."""
     return torch.as_tensor(images).permute(0, 3, 1, 2).float().div(255)
@@ -77,16 +84,20 @@ def tinyvgg_checkpoint(model: TinyVGG, classes: list[str], hidden_units: int, im
     return {"kind": "tinyvgg", "classes": classes, "config": config, "state_dict": model.state_dict()}
 
 
-def transfer_checkpoint(model: TransferModel, classes: list[str], backbone: str, image_size: int | None,
+def transfer_checkpoint(model: nn.Module, classes: list[str], backbone: str, image_size: int | None,
                         frozen: bool, data_image_size: int) -> dict:
+    """`model` is the head alone when the backbone is frozen, else the whole TransferModel."""
     config = {"backbone": backbone, "image_size": image_size, "frozen": frozen,
               "data_image_size": data_image_size}
-    state = model.head.state_dict() if frozen else model.state_dict()
-    return {"kind": "transfer", "classes": classes, "config": config, "state_dict": state}
+    return {"kind": "transfer", "classes": classes, "config": config, "state_dict": model.state_dict()}
 
 
 class Classifier:
-    """A trained model rebuilt from a checkpoint, with the preprocessing its inputs need."""
+    """A trained model rebuilt from a checkpoint, with the preprocessing its inputs need.
+
+    With a frozen backbone, `head` is ready at once and the pretrained backbone (and `model`) is
+    only built when first used: scoring cached features needs neither.
+    """
 
     def __init__(self, checkpoint: dict, load_backbone=backbones.load):
         """`load_backbone(name, image_size)` may share one frozen backbone between classifiers."""
@@ -94,22 +105,44 @@ class Classifier:
         self.kind = checkpoint["kind"]
         self.classes = list(checkpoint["classes"])
         self.config = dict(checkpoint["config"])
-        self.backbone = None
+        self._load_backbone = load_backbone
         if self.kind == "tinyvgg":
+            self.backbone = None
             self.model = TinyVGG(self.config["hidden_units"], len(self.classes), self.config["image_size"])
             self.model.load_state_dict(checkpoint["state_dict"])
-        else:
-            name, size, frozen = self.config["backbone"], self.config["image_size"], self.config["frozen"]
-            # a fine-tuned checkpoint holds every weight: no pretrained download, no sharing
-            self.backbone = load_backbone(name, size) if frozen else backbones.load(name, size, pretrained=False)
+            self.model.eval()
+        elif self.frozen:
+            info = backbones.info(self.config["backbone"])
+            self.head = make_head(info.num_features, len(self.classes), info.dropout)
+            self.head.load_state_dict(checkpoint["state_dict"])
+            self.head.eval()
+        else:  # a fine-tuned checkpoint holds every weight: no pretrained download, no sharing
+            self.backbone = backbones.load(self.config["backbone"], self.config["image_size"], pretrained=False)
             head = make_head(self.backbone.num_features, len(self.classes), self.backbone.info.dropout)
             self.model = TransferModel(self.backbone.features, head)
-            if frozen:
-                freeze(self.backbone.features)
-                head.load_state_dict(checkpoint["state_dict"])
-            else:
-                self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.eval()
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.model.eval()
+
+    @property
+    def frozen(self) -> bool:
+        return self.kind == "transfer" and self.config["frozen"]
+
+    @functools.cached_property
+    def backbone(self) -> backbones.Backbone:
+        """The frozen pretrained backbone (set in __init__ for the other kinds)."""
+        backbone = self._load_backbone(self.config["backbone"], self.config["image_size"])
+        freeze(backbone.features)
+        return backbone
+
+    @functools.cached_property
+    def model(self) -> nn.Module:
+        """Frozen backbone + head (set in __init__ for the other kinds)."""
+        return TransferModel(self.backbone.features, self.head).eval()
+
+    def parameter_counts(self) -> dict[str, int]:
+        if self.frozen:
+            return frozen_transfer_parameters(self.config["backbone"], self.head)
+        return count_parameters(self.model)
 
     @property
     def data_image_size(self) -> int:

@@ -27,9 +27,13 @@ class TensorBoardRun:
             self.writer.add_scalars("Loss", {"train": row["train_loss"], "test": row["test_loss"]}, epoch)
             self.writer.add_scalars("Accuracy", {"train": row["train_acc"], "test": row["test_acc"]}, epoch)
 
-    def log_graph(self, traced: tuple) -> None:
+    def log_graph(self, traced: tuple[bytes, bytes]) -> None:
         """Write a graph from `trace_graph` (trace once, log it into every run of that model)."""
-        self.writer.file_writer.add_graph(traced)
+        from tensorboard.compat.proto.config_pb2 import RunMetadata
+        from tensorboard.compat.proto.graph_pb2 import GraphDef
+
+        graph_def, run_metadata = traced
+        self.writer.file_writer.add_graph((GraphDef.FromString(graph_def), RunMetadata.FromString(run_metadata)))
 
     def log_hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
         self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
@@ -41,18 +45,18 @@ class TensorBoardRun:
         self.writer.close()
 
 
-def trace_graph(model: nn.Module, example_input: torch.Tensor) -> tuple:
-    """The model graph as SummaryWriter.add_graph builds it (GraphDef, RunMetadata); tracing a
-    backbone takes seconds, so every experiment on that backbone reuses one trace."""
+def trace_graph(model: nn.Module, example_input: torch.Tensor) -> tuple[bytes, bytes]:
+    """The model graph as SummaryWriter.add_graph builds it (GraphDef, RunMetadata), serialised so
+    it can be cached: tracing a backbone takes seconds, so it is traced once and reused."""
     from torch.utils.tensorboard._pytorch_graph import graph
 
     was_training = model.training
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about data-dependent branches
-        traced = graph(model, example_input)
+        graph_def, run_metadata = graph(model, example_input)
     model.train(was_training)
-    return traced
+    return graph_def.SerializeToString(), run_metadata.SerializeToString()
 
 
 def history_records(history: dict[str, list[float]]) -> list[dict[str, float]]:

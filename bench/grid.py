@@ -4,7 +4,10 @@ In one invocation, on the same data, params and machine:
   1. pipeline  - `dvc repro` of train_transfer + evaluate in a temporary copy of the project
                  (cold feature cache), then an epochs-only rerun and a no-op `dvc repro`;
   2. course    - Bourke's chapter 07 loop: per experiment a fresh pretrained model, and every epoch
-                 passes every train and test batch through the whole network;
+                 passes every train and test batch through the whole network (`--course-bn frozen`,
+                 the default, holds the frozen backbone in eval mode as the pipeline does, so both
+                 train the same model; `train` lets `model.train()` put its BatchNorm layers in
+                 batch-statistics mode, exactly as the course's code does);
   3. floor     - one bare `torch.inference_mode()` pass of each backbone over each distinct image;
 plus the pipeline's feature extraction (FeatureCache, cold) against that bare loop, and a cProfile
 of the train_transfer stage. Each phase runs in its own process: wall time and peak RSS
@@ -27,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from torch import nn
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from projects import make_project, project_env, tiny_params, write_params  # noqa: E402
@@ -43,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-image-size", type=int, default=32)
     parser.add_argument("--tinyvgg-size", type=int, default=1000, help="TinyVGG subset (setup only, untimed)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--course-bn", choices=["frozen", "train"], default="frozen",
+                        help="the course loop's backbone BatchNorm: frozen (eval mode, as the pipeline) or "
+                             "train (what model.train() does in the course's code)")
     parser.add_argument("--workdir", type=Path, help="keep the project copy here (default: a temporary dir)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     return parser.parse_args(argv)
@@ -96,10 +104,23 @@ def load_grid_data(config: dict):
     }
 
 
+class EvalModeBackbone(nn.Module):
+    """A frozen backbone that stays in eval mode when the model around it is put in train mode."""
+
+    def __init__(self, features: nn.Module):
+        super().__init__()
+        self.features = features.eval()
+
+    def train(self, mode: bool = True) -> "EvalModeBackbone":
+        return super().train(False)
+
+    def forward(self, x):
+        return self.features(x)
+
+
 def phase_course(config: dict) -> dict:
     """Bourke ch. 07: a fresh model per experiment; every epoch runs every batch through it all."""
     import torch
-    from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
     from transferlab import backbones, engine, models
@@ -108,11 +129,12 @@ def phase_course(config: dict) -> dict:
     device = engine.select_device()
     accuracies = {}
     for name, size, epochs in itertools.product(config["models"], config["train_sizes"], config["epochs"]):
-        torch.manual_seed(config["seed"])
         backbone = backbones.load(name, config["image_size"])
         models.freeze(backbone.features)
+        features = EvalModeBackbone(backbone.features) if config["course_bn"] == "frozen" else backbone.features
+        engine.seed_everything(config["seed"], device)  # the head starts as the pipeline's does
         head = models.make_head(backbone.num_features, grid["n_classes"], backbone.info.dropout)
-        model = nn.Sequential(backbone.transform, models.TransferModel(backbone.features, head))
+        model = nn.Sequential(backbone.transform, models.TransferModel(features, head))
         train_loader = DataLoader(TensorDataset(*grid["train"][size]), batch_size=config["batch_size"],
                                   shuffle=True, generator=torch.Generator().manual_seed(config["seed"]))
         test_loader = DataLoader(TensorDataset(*grid["test"]), batch_size=config["batch_size"])
@@ -165,7 +187,8 @@ def phase_extract(config: dict) -> dict:
         backbone = backbones.load(name, config["image_size"])
         with tempfile.TemporaryDirectory() as cache_dir:
             start = time.perf_counter()
-            FeatureCache(backbone, cache_dir).get(images, config["batch_size"], torch.device("cpu"))
+            cache = FeatureCache(name, config["image_size"], cache_dir, load=lambda *_: backbone)
+            cache.get(images, config["batch_size"], torch.device("cpu"))
             seconds[name] = time.perf_counter() - start
     return {"images": len(images), "seconds": seconds}
 
@@ -189,7 +212,7 @@ def phase_profile(config: dict) -> dict:
         "head training (engine.train, with per-epoch checkpoints)": ("engine.py", "train"),
         "TensorBoard graph tracing": ("tracking.py", "trace_graph"),
         "torchinfo summaries": ("experiments.py", "model_summaries"),
-        "building backbones (weights)": ("backbones.py", "load"),
+        "building backbones (timm/torchvision imports, weights)": ("backbones.py", "load"),
         "TensorBoard hparams/close": ("tracking.py", "log_hparams"),
     }
     breakdown = {}
@@ -222,7 +245,8 @@ def main(args: argparse.Namespace) -> dict:
     params = json.loads(json.dumps(grid_params(args)))
     config = {"models": args.models, "train_sizes": args.train_sizes, "epochs": args.epochs,
               "image_size": args.image_size, "batch_size": args.batch_size, "seed": params["seed"],
-              "optimizer": params["transfer"]["optimizer"], "lr": params["transfer"]["lr"]}
+              "optimizer": params["transfer"]["optimizer"], "lr": params["transfer"]["lr"],
+              "course_bn": args.course_bn}
     print(f"work directory: {workdir} (log: {log})", flush=True)
 
     measure(["dvc", "repro", "train_tinyvgg"], project, log)  # setup: data, subsets, TinyVGG (untimed)
@@ -235,6 +259,7 @@ def main(args: argparse.Namespace) -> dict:
     epochs_rerun = measure(["dvc", "repro", "evaluate"], project, log)
     measure(["dvc", "repro"], project, log)  # select_best, so the next repro has nothing to do
     noop = measure(["dvc", "repro"], project, log)
+    torch_import = measure([sys.executable, "-c", "import torch"], project, log)
 
     print("floor, feature extraction, profile ...", flush=True)
     floor = run_phase("floor", project, config, log)
@@ -244,7 +269,8 @@ def main(args: argparse.Namespace) -> dict:
     course = run_phase("course", project, config, log)
 
     results = {"config": config, "test_size": args.test_size, "pipeline": pipeline, "course": course,
-               "floor": floor, "extract": extract, "epochs_rerun": epochs_rerun, "noop": noop, "profile": profile}
+               "floor": floor, "extract": extract, "epochs_rerun": epochs_rerun, "noop": noop, "torch_import": torch_import,
+               "profile": profile}
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
@@ -293,6 +319,9 @@ def report(r: dict) -> None:
                        f"({extract_rate:.1f} vs {floor_rate:.1f} images/s)", extract_rate >= 0.9 * floor_rate, ">= 0.9x"))
     for line, ok, target in checks:
         print(f"{line:<72} target {target:<12} {'met' if ok else 'MISSED'}")
+    fixed = r["noop"]["wall_s"] + 2 * r["torch_import"]["wall_s"]
+    print(f"(a rerun's fixed part: no-op dvc repro {r['noop']['wall_s']:.2f} s + 2 stage processes importing torch, "
+          f"{r['torch_import']['wall_s']:.2f} s each = {fixed:.1f} s = {fixed / r['pipeline']['wall_s']:.1%} of the full run)")
 
     print(f"\n== where the pipeline's train_transfer time goes (cProfile, {r['profile']['total_s']:.1f} s) ==")
     for label, seconds in r["profile"]["breakdown_s"].items():

@@ -9,7 +9,8 @@ In one invocation, on the same data, params and machine:
                  train the same model; `train` lets `model.train()` put its BatchNorm layers in
                  batch-statistics mode, exactly as the course's code does);
   3. floor     - one bare `torch.inference_mode()` pass of each backbone over each distinct image;
-plus the pipeline's feature extraction (FeatureCache, cold) against that bare loop, and a cProfile
+plus the pipeline's feature extraction (FeatureCache, cold) against that bare loop (alternating
+rounds in one process, the fastest of each compared), and a cProfile
 of the train_transfer stage. Each phase runs in its own process: wall time and peak RSS
 (wait4's ru_maxrss, child processes included) are measured from outside.
 
@@ -43,11 +44,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=["effnet_lite0", "effnet_lite2"])
     parser.add_argument("--train-sizes", nargs="+", type=int, default=[500, 1000])
     parser.add_argument("--epochs", nargs="+", type=int, default=[5, 10])
-    parser.add_argument("--test-size", type=int, default=500)
-    parser.add_argument("--image-size", type=int, default=160, help="transfer.image_size (crop) for every backbone")
+    parser.add_argument("--test-size", type=int, default=250)
+    parser.add_argument("--image-size", type=int, default=192, help="transfer.image_size (crop) for every backbone")
     parser.add_argument("--data-image-size", type=int, default=32)
     parser.add_argument("--tinyvgg-size", type=int, default=1000, help="TinyVGG subset (setup only, untimed)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--extract-rounds", type=int, default=3,
+                        help="alternating rounds of bare loop and feature cache; the fastest of each counts")
     parser.add_argument("--course-bn", choices=["frozen", "train"], default="frozen",
                         help="the course loop's backbone BatchNorm: frozen (eval mode, as the pipeline) or "
                              "train (what model.train() does in the course's code)")
@@ -154,43 +157,49 @@ def _distinct_images(config: dict):
     return np.ascontiguousarray(torch.cat([grid["union"], grid["test"][0]]).permute(0, 2, 3, 1).numpy())
 
 
-def phase_floor(config: dict) -> dict:
-    """One bare inference pass of each backbone over each distinct image, batches fed exactly as
-    the pipeline feeds them."""
+def bare_pass(backbone, images, batch_size: int) -> None:
+    """One bare inference pass over N x H x W x 3 uint8 images, batches fed as the pipeline feeds them."""
     import torch
 
+    with torch.inference_mode():
+        for first in range(0, len(images), batch_size):
+            batch = torch.as_tensor(images[first:first + batch_size]).permute(0, 3, 1, 2)
+            backbone.features(backbone.transform(batch))
+
+
+def phase_floor(config: dict) -> dict:
+    """The floor: one bare inference pass of each backbone over each distinct image."""
     from transferlab import backbones
 
     images = _distinct_images(config)
-    seconds = {}
     for name in config["models"]:
-        backbone = backbones.load(name, config["image_size"])
-        start = time.perf_counter()
-        with torch.inference_mode():
-            for first in range(0, len(images), config["batch_size"]):
-                batch = torch.as_tensor(images[first:first + config["batch_size"]]).permute(0, 3, 1, 2)
-                backbone.features(backbone.transform(batch))
-        seconds[name] = time.perf_counter() - start
-    return {"images": len(images), "seconds": seconds}
+        bare_pass(backbones.load(name, config["image_size"]), images, config["batch_size"])
+    return {"images": len(images)}
 
 
 def phase_extract(config: dict) -> dict:
-    """The pipeline's feature extraction (FeatureCache, cold) over the same images."""
+    """The pipeline's feature extraction (FeatureCache, cold) against the bare loop on the same
+    backbone, images and batch size; rounds alternate the two, so drifts in machine speed hit both."""
     import torch
 
     from transferlab import backbones
     from transferlab.features import FeatureCache
 
     images = _distinct_images(config)
-    seconds = {}
+    bare, cached = {}, {}
     for name in config["models"]:
         backbone = backbones.load(name, config["image_size"])
-        with tempfile.TemporaryDirectory() as cache_dir:
+        bare[name], cached[name] = [], []
+        for _ in range(config["extract_rounds"]):
             start = time.perf_counter()
-            cache = FeatureCache(name, config["image_size"], cache_dir, load=lambda *_: backbone)
-            cache.get(images, config["batch_size"], torch.device("cpu"))
-            seconds[name] = time.perf_counter() - start
-    return {"images": len(images), "seconds": seconds}
+            bare_pass(backbone, images, config["batch_size"])
+            bare[name].append(time.perf_counter() - start)
+            with tempfile.TemporaryDirectory() as cache_dir:
+                start = time.perf_counter()
+                cache = FeatureCache(name, config["image_size"], cache_dir, load=lambda *_: backbone)
+                cache.get(images, config["batch_size"], torch.device("cpu"))
+                cached[name].append(time.perf_counter() - start)
+    return {"images": len(images), "bare_s": bare, "cache_s": cached}
 
 
 def phase_profile(config: dict) -> dict:
@@ -246,7 +255,7 @@ def main(args: argparse.Namespace) -> dict:
     config = {"models": args.models, "train_sizes": args.train_sizes, "epochs": args.epochs,
               "image_size": args.image_size, "batch_size": args.batch_size, "seed": params["seed"],
               "optimizer": params["transfer"]["optimizer"], "lr": params["transfer"]["lr"],
-              "course_bn": args.course_bn}
+              "course_bn": args.course_bn, "extract_rounds": args.extract_rounds}
     print(f"work directory: {workdir} (log: {log})", flush=True)
 
     measure(["dvc", "repro", "train_tinyvgg"], project, log)  # setup: data, subsets, TinyVGG (untimed)
@@ -313,13 +322,17 @@ def report(r: dict) -> None:
         (f"pipeline peak RSS            {peak:8.0f} MiB", peak <= 4096, "<= 4096 MiB"),
     ]
     for name in config["models"]:
-        floor_rate = r["floor"]["images"] / r["floor"]["seconds"][name]
-        extract_rate = r["extract"]["images"] / r["extract"]["seconds"][name]
-        checks.append((f"extraction {name:<14}    {extract_rate / floor_rate:8.2f}x of bare loop "
-                       f"({extract_rate:.1f} vs {floor_rate:.1f} images/s)", extract_rate >= 0.9 * floor_rate, ">= 0.9x"))
+        bare_rate = r["extract"]["images"] / min(r["extract"]["bare_s"][name])
+        extract_rate = r["extract"]["images"] / min(r["extract"]["cache_s"][name])
+        checks.append((f"extraction {name:<14}    {extract_rate / bare_rate:8.2f}x of bare loop "
+                       f"({extract_rate:.1f} vs {bare_rate:.1f} images/s)", extract_rate >= 0.9 * bare_rate, ">= 0.9x"))
     for line, ok, target in checks:
         print(f"{line:<72} target {target:<12} {'met' if ok else 'MISSED'}")
     fixed = r["noop"]["wall_s"] + 2 * r["torch_import"]["wall_s"]
+    rounds = "; ".join(f"{name}: bare {', '.join(f'{t:.2f}' for t in r['extract']['bare_s'][name])} s, "
+                       f"cache {', '.join(f'{t:.2f}' for t in r['extract']['cache_s'][name])} s"
+                       for name in config["models"])
+    print(f"(extraction: fastest of {config['extract_rounds']} alternating rounds each; all rounds: {rounds})")
     print(f"(a rerun's fixed part: no-op dvc repro {r['noop']['wall_s']:.2f} s + 2 stage processes importing torch, "
           f"{r['torch_import']['wall_s']:.2f} s each = {fixed:.1f} s = {fixed / r['pipeline']['wall_s']:.1%} of the full run)")
 

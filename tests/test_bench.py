@@ -17,7 +17,7 @@ def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench/grid.py"), "--source", str(source), "--models", "effnet_lite0",
          "--train-sizes", "3", "6", "--epochs", "1", "2", "--test-size", "6", "--image-size", "32",
-         "--tinyvgg-size", "12", "--json", str(results_file)],
+         "--tinyvgg-size", "12", "--extract-rounds", "2", "--json", str(results_file)],
         cwd=tmp_path, env=project_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     for heading in ("approaches", "final test accuracy", "ratios and targets", "where the pipeline"):
@@ -33,4 +33,7 @@ def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
         assert results[phase]["wall_s"] > 0 and results[phase]["peak_rss_mib"] > 20
     assert results["pipeline"]["peak_rss_mib"] > 500  # torch and a backbone were in memory
     assert results["floor"]["images"] == 6 + 6  # the largest train subset (nesting) plus the test subset
+    assert results["extract"]["images"] == 12
+    for timings in (results["extract"]["bare_s"], results["extract"]["cache_s"]):
+        assert len(timings["effnet_lite0"]) == 2 and min(timings["effnet_lite0"]) > 0
     assert sum(results["profile"]["breakdown_s"].values()) == pytest.approx(results["profile"]["total_s"], rel=0.01)

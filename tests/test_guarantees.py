@@ -17,13 +17,14 @@ pytestmark = pytest.mark.slow
 
 TINYVGG_OUTPUTS = ["models/tinyvgg.pt", "metrics/tinyvgg.json", "plots/tinyvgg.json"]
 CHECKPOINT = Path("checkpoints/train_tinyvgg/tinyvgg.pt")
+EPOCHS = 400  # ~10 s of TinyVGG here: wide enough that the kill lands mid-training on a busy machine
 
 
 def long_tinyvgg_params(source: Path) -> dict:
     """Enough TinyVGG epochs that a kill reliably lands mid-training."""
     params = tiny_params(source)
     params["data"]["image_size"] = 32
-    params["tinyvgg"].update(epochs=150, hidden_units=8)
+    params["tinyvgg"].update(epochs=EPOCHS, hidden_units=8)
     return params
 
 
@@ -72,14 +73,14 @@ def test_interrupted_training_leaves_no_partial_output_and_resumes(reference, so
     assert process.returncode != 0, output
 
     epochs_done = len(load_torch(project / CHECKPOINT)["history"]["train_loss"])
-    assert 0 < epochs_done < 150, "the kill must land mid-training"
+    assert 0 < epochs_done < EPOCHS, "the kill must land mid-training"
     assert (project / "dvc.lock").read_text() == lock_before
     for path in TINYVGG_OUTPUTS:  # DVC removed the old outputs; nothing half-written took their place
         assert not (project / path).exists(), path
     assert not list(project.glob("**/.*.tmp")) or sig == signal.SIGKILL
 
     rerun = run(["dvc", "repro"], project)
-    assert f"resuming after epoch {epochs_done}/150" in rerun.stderr + rerun.stdout
+    assert f"resuming after epoch {epochs_done}/{EPOCHS}" in rerun.stderr + rerun.stdout
     assert not (project / CHECKPOINT.parent).exists(), "checkpoints are cleared once the stage completes"
     assert not list(project.glob("**/.*.tmp"))
     expected = without_tensorboard(locked_outputs(reference))

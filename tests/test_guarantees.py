@@ -54,14 +54,21 @@ def test_two_clean_runs_give_identical_outputs(reference, tmp_path):
     assert without_tensorboard(locked_outputs(second)) == expected
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_interrupted_training_leaves_no_partial_output_and_resumes(reference, source, tmp_path, sig):
     project = make_project(tmp_path / "project", long_tinyvgg_params(source))
     run(["dvc", "repro", "subset"], project)  # the stages before training, so only training is cut
     lock_before = (project / "dvc.lock").read_text()
 
+    # As in a terminal: its own process group, and SIGINT at its default even when this test runs in
+    # a background job (whose shell sets SIGINT to ignored, which every child would inherit).
     process = subprocess.Popen(["dvc", "repro"], cwd=project, env=project_env(), start_new_session=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               preexec_fn=_default_sigint, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
     deadline = time.monotonic() + 300
     while not (project / CHECKPOINT).exists():
         assert process.poll() is None, process.communicate()[0]

@@ -133,7 +133,8 @@ def model_summaries(backbone: backbones.Backbone, n_classes: int) -> str:
     before = summary(models.TransferModel(backbone.features, backbone.imagenet_head), **options)
     frozen = copy.deepcopy(backbone.features)
     models.freeze(frozen)
-    after = summary(models.TransferModel(frozen, _new_head(backbone.info, n_classes)), **options)
+    head = models.transfer_head(backbone.info.name, n_classes)
+    after = summary(models.TransferModel(frozen, head), **options)
     name = backbone.info.name
     return (f"# {name}: pretrained ({backbone.info.source})\n{before}\n\n"
             f"# {name}: frozen features, new head Dropout(p={backbone.info.dropout}) + "
@@ -144,8 +145,8 @@ def model_graph(backbone: backbones.Backbone, n_classes: int) -> tuple[bytes, by
     """The TensorBoard graph of the backbone with a new head, traced on the CPU (before the
     features may move to a GPU)."""
     size = backbone.transform.crop_size[0]
-    return trace_graph(models.TransferModel(backbone.features, _new_head(backbone.info, n_classes)),
-                       torch.zeros(1, 3, size, size))
+    model = models.TransferModel(backbone.features, models.transfer_head(backbone.info.name, n_classes))
+    return trace_graph(model, torch.zeros(1, 3, size, size))
 
 
 def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir: Path,
@@ -172,7 +173,7 @@ def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir
             for experiment in (e for e in expand_grid(params) if e.model == name):
                 train_idx = subsets["transfer_train"][str(experiment.train_size)]
                 engine.seed_everything(params.seed, device)
-                head = _new_head(backbones.info(name), n_classes)
+                head = models.transfer_head(name, n_classes)
                 if p.freeze:
                     trained = saved = head
                     parameter_counts = models.frozen_transfer_parameters(name, head)
@@ -198,10 +199,6 @@ def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir
         write_json(metrics_file, all_metrics)
     shutil.rmtree(CHECKPOINT_DIR / "train_transfer", ignore_errors=True)
     return all_metrics
-
-
-def _new_head(info: backbones.BackboneInfo, n_classes: int) -> nn.Module:
-    return models.make_head(info.num_features, n_classes, info.dropout)
 
 
 def _backbone_inputs(cache: FeatureCache, dataset: data.Dataset, subsets: dict, freeze: bool,

@@ -51,14 +51,16 @@ class FeatureCache:
     def backbone(self) -> Backbone:
         return self._load(self.name, self.image_size)
 
+    @functools.cached_property
     def _stored(self) -> dict:
+        """The cache file's content, read once per instance and kept in step with what it writes."""
         stored = load_torch(self.path) if self.path.exists() else {}
         return {"keys": [], "features": None, "derived": {}, **stored}
 
     def get(self, images: np.ndarray, batch_size: int, device: torch.device) -> torch.Tensor:
         """Features for `images` in order; only images never seen before go through the backbone."""
         keys = image_keys(images)
-        stored = self._stored()
+        stored = self._stored
         row_of = {key: row for row, key in enumerate(stored["keys"])}
         new_indices = []
         for index, key in enumerate(keys):
@@ -68,7 +70,7 @@ class FeatureCache:
         if new_indices:
             new = compute(self.backbone, images[new_indices], batch_size, device)
             features = new if stored["features"] is None else torch.cat([stored["features"], new])
-            stored |= {"keys": stored["keys"] + [keys[i] for i in new_indices], "features": features}
+            stored.update(keys=stored["keys"] + [keys[i] for i in new_indices], features=features)
             save_torch(self.path, stored)
         if not keys:
             return torch.empty(0, self.num_features)
@@ -77,8 +79,8 @@ class FeatureCache:
     def derived(self, key: str, make: Callable[[Backbone], object]) -> object:
         """The artefact `key`, made from the backbone by `make` the first time, then read from the
         cache (tensors, strings, bytes and plain containers)."""
-        stored = self._stored()
-        if key not in stored["derived"]:
-            stored["derived"] = {**stored["derived"], key: make(self.backbone)}
-            save_torch(self.path, stored)
-        return stored["derived"][key]
+        derived = self._stored["derived"]
+        if key not in derived:
+            derived[key] = make(self.backbone)
+            save_torch(self.path, self._stored)
+        return derived[key]

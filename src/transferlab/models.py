@@ -42,6 +42,12 @@ def make_head(in_features: int, n_classes: int, dropout: float) -> nn.Sequential
     return nn.Sequential(nn.Dropout(p=dropout), nn.Linear(in_features, n_classes))
 
 
+def transfer_head(backbone: str, n_classes: int) -> nn.Sequential:
+    """The new head for a backbone of the registry (its feature width and recipe dropout)."""
+    info = backbones.info(backbone)
+    return make_head(info.num_features, n_classes, info.dropout)
+
+
 class TransferModel(nn.Module):
     """A pretrained backbone (pooled features) followed by a new head."""
 
@@ -112,13 +118,12 @@ class Classifier:
             self.model.load_state_dict(checkpoint["state_dict"])
             self.model.eval()
         elif self.frozen:
-            info = backbones.info(self.config["backbone"])
-            self.head = make_head(info.num_features, len(self.classes), info.dropout)
+            self.head = transfer_head(self.config["backbone"], len(self.classes))
             self.head.load_state_dict(checkpoint["state_dict"])
             self.head.eval()
         else:  # a fine-tuned checkpoint holds every weight: no pretrained download, no sharing
             self.backbone = backbones.load(self.config["backbone"], self.config["image_size"], pretrained=False)
-            head = make_head(self.backbone.num_features, len(self.classes), self.backbone.info.dropout)
+            head = transfer_head(self.config["backbone"], len(self.classes))
             self.model = TransferModel(self.backbone.features, head)
             self.model.load_state_dict(checkpoint["state_dict"])
             self.model.eval()

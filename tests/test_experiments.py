@@ -1,4 +1,4 @@
-"""experiments: the grid, and `fit`'s checkpoint/resume."""
+"""experiments: the grid, `fit`'s checkpoint/resume, and train_transfer."""
 import copy
 from pathlib import Path
 
@@ -151,6 +151,15 @@ def test_fit_with_more_epochs_continues_a_shorter_run(tmp_path, reference):
     assert_same_state(state, reference[1])
 
 
+def test_fit_with_fewer_epochs_than_the_checkpoint_starts_afresh(tmp_path, monkeypatch, reference):
+    checkpoint = tmp_path / "reference.pt"  # 4 epochs
+    real_step, steps = engine.train_step, []
+    monkeypatch.setattr(engine, "train_step", lambda *a, **k: steps.append(1) or real_step(*a, **k))
+    history, _, run = run_fit(checkpoint, epochs=2)
+    assert len(steps) == 2 and run.logged == [1, 2]
+    assert history == {k: v[:2] for k, v in reference[0].items()}
+
+
 def test_fit_with_a_finished_checkpoint_trains_nothing(tmp_path, monkeypatch, reference):
     checkpoint = tmp_path / "reference.pt"
     monkeypatch.setattr(engine, "train_step", lambda *a, **k: pytest.fail("trained again"))
@@ -190,32 +199,65 @@ def test_fit_trains_only_the_trainable_parameters(tmp_path):
     assert not torch.equal(model[3].weight, make_model()[3].weight)
 
 
-# --- train_transfer with transfer.freeze: false (fine-tuning) ---------------------------------------
+# --- train_transfer -------------------------------------------------------------------------------
 
-def test_fine_tuning_trains_the_whole_network_and_exports_it(tmp_path, monkeypatch, image_folder_factory):
-    from transferlab import data, evaluation, subsets
+@pytest.fixture
+def grid_run(tmp_path, monkeypatch, image_folder_factory):
+    """train_transfer(**overrides) on 6 tiny train images of 3 classes, lite0 at 32 px; each call
+    writes into its own folder and returns (results, that folder)."""
+    from transferlab import data, subsets
     from transferlab.experiments import train_transfer
-    from transferlab.models import Classifier
 
     monkeypatch.chdir(tmp_path)
     dataset = data.load_image_folder(image_folder_factory(tmp_path / "images", n_train=4, n_test=2, size=8), 8)
     data.save(dataset, tmp_path / "prepared")
     subsets.save(subsets.make_subsets(dataset.train.labels, dataset.test.labels, 3, 0, 6, (6,), 6),
                  tmp_path / "subsets")
-    raw = yaml.safe_load(PARAMS_YAML.read_text())
-    raw.update(model="effnet_lite0", train_size=6, epochs=1)
-    raw["transfer"].update(freeze=False, image_size=32, batch_size=3)
-    results = train_transfer(params.parse(raw), tmp_path / "prepared", tmp_path / "subsets", tmp_path / "models",
-                             tmp_path / "metrics.json", tmp_path / "plots", tmp_path / "runs",
-                             tmp_path / "summaries", tmp_path / "features")
+    calls = []
+
+    def run(freeze=True, **axes):
+        raw = yaml.safe_load(PARAMS_YAML.read_text())
+        raw.update(model="effnet_lite0", train_size=6, **axes)
+        raw["transfer"].update(freeze=freeze, image_size=32, batch_size=3)
+        out = tmp_path / f"run{len(calls)}"
+        calls.append(out)
+        results = train_transfer(params.parse(raw), tmp_path / "prepared", tmp_path / "subsets", out / "models",
+                                 out / "metrics.json", out / "plots", out / "runs", out / "summaries",
+                                 tmp_path / "features")
+        return results, out
+    run.dataset = dataset
+    return run
+
+
+def test_grid_trains_each_model_and_size_once_to_its_longest_epochs(grid_run, monkeypatch):
+    real_step, steps = engine.train_step, []
+    monkeypatch.setattr(engine, "train_step", lambda *a, **k: steps.append(1) or real_step(*a, **k))
+    results, out = grid_run(epochs=[3, 1])
+    assert len(steps) == 3  # not 1 + 3: the 3-epoch run continues the 1-epoch one
+    assert list(results) == ["6_images-effnet_lite0-3_epochs", "6_images-effnet_lite0-1_epochs"]  # grid order
+    assert not Path("checkpoints/train_transfer").exists()
+    for epochs in (1, 3):  # each equals the experiment trained alone
+        name = f"6_images-effnet_lite0-{epochs}_epochs"
+        alone, alone_out = grid_run(epochs=epochs)
+        assert results[name] == alone[name]
+        assert_same_state(load_torch(out / "models" / f"{name}.pt")["state_dict"],
+                          load_torch(alone_out / "models" / f"{name}.pt")["state_dict"])
+        assert (out / "plots" / f"{name}.json").read_text() == (alone_out / "plots" / f"{name}.json").read_text()
+
+
+def test_fine_tuning_trains_the_whole_network_and_exports_it(grid_run, tmp_path):
+    from transferlab import evaluation
+    from transferlab.models import Classifier
+
+    results, out = grid_run(freeze=False, epochs=1)
     metrics = results["6_images-effnet_lite0-1_epochs"]
     assert metrics["trainable_params"] == metrics["total_params"]  # nothing frozen
     cached = load_torch(tmp_path / "features/effnet_lite0_32px.pt")
     assert cached["keys"] == [] and cached["features"] is None  # images go through the network instead
     assert set(cached["derived"]) == {"summary_3_classes", "graph_3_classes"}
-    checkpoint = load_torch(tmp_path / "models/6_images-effnet_lite0-1_epochs.pt")
+    checkpoint = load_torch(out / "models/6_images-effnet_lite0-1_epochs.pt")
     assert checkpoint["config"]["frozen"] is False
     assert any(key.startswith("backbone.") for key in checkpoint["state_dict"])  # the whole network
     classifier = Classifier(checkpoint)
-    logits = evaluation.logits_on(classifier, dataset.test.images[:2], tmp_path / "features", CPU)
+    logits = evaluation.logits_on(classifier, grid_run.dataset.test.images[:2], tmp_path / "features", CPU)
     assert logits.shape == (2, 3)

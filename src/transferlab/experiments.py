@@ -2,7 +2,9 @@
 
 Each run checkpoints after every epoch under `checkpoints/` and resumes from its last finished
 epoch when rerun with the same params and data; a stage deletes its checkpoints once all of its
-outputs are written.
+outputs are written. Grid experiments that differ only in `epochs` share one checkpoint: the
+longer run continues the shorter one, which is exactly its first epochs (same seed, same batch
+order, no schedule that depends on the epoch count).
 """
 import contextlib
 import copy
@@ -45,6 +47,11 @@ class Experiment:
     def name(self) -> str:
         return self.run_name.replace("/", "-")
 
+    @property
+    def group(self) -> str:
+        """The experiments that differ only in epochs: they share one training run."""
+        return f"{self.train_size}_images-{self.model}"
+
 
 def expand_grid(params: Params) -> list[Experiment]:
     """Every combination of the grid axes `model`, `train_size`, `epochs`."""
@@ -53,7 +60,8 @@ def expand_grid(params: Params) -> list[Experiment]:
 
 def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset, settings, epochs: int,
         seed: int, device: torch.device, run: TensorBoardRun, checkpoint: Path, desc: str) -> dict:
-    """Train `model` with the engine, logging to `run` and resuming from `checkpoint` if it matches."""
+    """Train `model` with the engine, logging to `run`; resumes from `checkpoint` when it holds the
+    same run (fingerprint) at no more than `epochs` epochs."""
     generator = torch.Generator().manual_seed(seed)
     train_loader = engine.batch_loader(train_set, settings.batch_size, generator)
     test_loader = engine.batch_loader(test_set, settings.batch_size)
@@ -61,7 +69,8 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset, set
     optimizer = engine.make_optimizer(settings.optimizer, trainable, settings.lr)
     fingerprint = _fingerprint(model, train_set, test_set, settings, seed)
     history = None
-    if checkpoint.exists() and (saved := load_torch(checkpoint))["fingerprint"] == fingerprint:
+    if (checkpoint.exists() and (saved := load_torch(checkpoint))["fingerprint"] == fingerprint
+            and len(saved["history"]["train_loss"]) <= epochs):
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
@@ -159,6 +168,7 @@ def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir
     device = engine.select_device()
     n_classes = len(dataset.classes)
     test_labels = torch.as_tensor(dataset.test.labels[subsets["test"]])
+    grid = expand_grid(params)
     all_metrics = {}
     shutil.rmtree(runs_dir, ignore_errors=True)
     with contextlib.ExitStack() as stack:
@@ -170,7 +180,8 @@ def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir
                        cache.derived(f"summary_{n_classes}_classes", lambda b: model_summaries(b, n_classes)))
             graph = cache.derived(f"graph_{n_classes}_classes", lambda b: model_graph(b, n_classes))
             train_inputs, test_inputs = _backbone_inputs(cache, dataset, subsets, p.freeze, p.batch_size, device)
-            for experiment in (e for e in expand_grid(params) if e.model == name):
+            # shortest first, so a longer run of the same model and train size continues it
+            for experiment in sorted((e for e in grid if e.model == name), key=lambda e: e.epochs):
                 train_idx = subsets["transfer_train"][str(experiment.train_size)]
                 engine.seed_everything(params.seed, device)
                 head = models.transfer_head(name, n_classes)
@@ -185,7 +196,7 @@ def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir
                 run = TensorBoardRun(runs_dir / experiment.run_name)
                 run.log_graph(graph)
                 history = fit(trained, train_set, TensorDataset(test_inputs, test_labels), p, experiment.epochs,
-                              params.seed, device, run, CHECKPOINT_DIR / "train_transfer" / f"{experiment.name}.pt",
+                              params.seed, device, run, CHECKPOINT_DIR / "train_transfer" / f"{experiment.group}.pt",
                               desc=experiment.name)
                 metrics = final_metrics(history) | parameter_counts
                 run.log_hparams({"model": name, "train_size": experiment.train_size, "epochs": experiment.epochs,
@@ -196,6 +207,7 @@ def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir
                     saved.cpu(), dataset.classes, name, p.image_size, p.freeze, dataset.train.images.shape[1]))
                 write_history(plots_tmp / f"{experiment.name}.json", history)
                 all_metrics[experiment.name] = metrics
+        all_metrics = {e.name: all_metrics[e.name] for e in grid}
         write_json(metrics_file, all_metrics)
     shutil.rmtree(CHECKPOINT_DIR / "train_transfer", ignore_errors=True)
     return all_metrics

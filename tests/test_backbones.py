@@ -92,6 +92,18 @@ def test_lite_features_are_pooled_vectors_of_num_features(name, lite):
     assert backbone.imagenet_head(out).shape == (2, 1000)
 
 
+@pytest.mark.parametrize("name", ["effnet_lite0", "effnet_b0"])
+def test_features_run_channels_last_with_the_same_result(name):
+    backbone = backbones.load(name, image_size=32, pretrained=False)
+    convolutions = [m.weight for m in backbone.features.modules() if isinstance(m, nn.Conv2d)]
+    assert convolutions and all(w.is_contiguous(memory_format=torch.channels_last) for w in convolutions)
+    images = backbone.transform(torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8))
+    with torch.no_grad():
+        channels_last = backbone.features(images)
+        contiguous = backbone.features.to(memory_format=torch.contiguous_format)(images)
+    assert torch.allclose(channels_last, contiguous, atol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["effnet_b0", "effnet_b2"])
 def test_torchvision_backbones_without_weights_have_their_classifier_removed(name):
     backbone = backbones.load(name, image_size=32, pretrained=False)

@@ -48,8 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", nargs="+", type=int, default=[5, 10])
     parser.add_argument("--test-size", type=int, default=250)
     parser.add_argument("--image-size", type=int, default=224,
-                        help="transfer.image_size (crop) for every backbone: 224 is lite0's own size (lite2's "
-                             "own 260 px would take the course loop past 45 minutes on a 2-core CPU)")
+                        help="transfer.image_size (crop) for every backbone (224: lite0's own size, "
+                             "BENCHMARKS.md's run)")
     parser.add_argument("--data-image-size", type=int, default=32)
     parser.add_argument("--tinyvgg-size", type=int, default=1000, help="TinyVGG subset (setup only, untimed)")
     parser.add_argument("--batch-size", type=int, default=32)

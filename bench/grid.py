@@ -11,10 +11,10 @@ In one invocation, on the same data, params and machine:
                  batch-statistics mode, exactly as the course's code does);
   3. floor     - one bare `torch.inference_mode()` pass of each backbone over each distinct image.
 The pipeline (with its rerun) and the floor run in alternating rounds (`--rounds`); the fastest of
-each counts, so a drift in this machine's speed hits both. Plus the pipeline's feature extraction (FeatureCache, cold) against that bare loop (alternating
-rounds in one process, the fastest of each compared), and a cProfile
-of the train_transfer stage. Each phase runs in its own process: wall time and peak RSS
-(wait4's ru_maxrss, child processes included) are measured from outside.
+each counts, so a drift in this machine's speed hits both. Plus the pipeline's feature extraction
+(FeatureCache, cold) against that bare loop (alternating rounds in one process, the fastest of
+each compared), and a cProfile of the train_transfer stage. Each phase runs in its own process:
+wall time and peak RSS (wait4's ru_maxrss, child processes included) are measured from outside.
 
   python bench/grid.py --source ../shared/data/cifar10-jpg.tar.gz            # BENCHMARKS.md's run
   python bench/grid.py --source DIR --models effnet_lite0 --train-sizes 6 --epochs 1 2 \\

@@ -18,6 +18,15 @@ PALETTE = [
 NOISE = 12  # per-pixel jitter (+-), so images differ but classes stay far apart
 
 
+def events(run_dir):
+    """A TensorBoard run directory's events, loaded."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return accumulator
+
+
 def class_colour(index: int) -> tuple[int, int, int]:
     """The base RGB colour `make_image_folder` uses for the class at `index`."""
     return PALETTE[index % len(PALETTE)]

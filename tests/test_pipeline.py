@@ -4,21 +4,13 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import make_image_folder
+from conftest import events, make_image_folder
 from projects import commit_all, make_project, run, tiny_params
 
 EXPERIMENTS = ["9_images-effnet_lite0-1_epochs", "9_images-effnet_lite0-2_epochs",
                "15_images-effnet_lite0-1_epochs", "15_images-effnet_lite0-2_epochs"]
 
 pytestmark = pytest.mark.slow
-
-
-def events(run_dir: Path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run_dir))
-    accumulator.Reload()
-    return accumulator
 
 
 def scalars(run_dir: Path, tag: str) -> list[float]:

@@ -2,6 +2,7 @@
 import json
 
 import torch
+from conftest import events
 from torch import nn
 from torch.utils.tensorboard._pytorch_graph import graph
 
@@ -11,14 +12,6 @@ from transferlab.tracking import TensorBoardRun, final_metrics, trace_graph, wri
 def small_model() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Dropout(0.2),
                          nn.Linear(4 * 6 * 6, 3))
-
-
-def events(run_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run_dir))
-    accumulator.Reload()
-    return accumulator
 
 
 def test_trace_graph_is_what_add_graph_builds_and_keeps_the_mode():

@@ -1,4 +1,5 @@
 """User-facing errors: one clear line on stderr and a non-zero exit, tracebacks only on request."""
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -13,7 +14,9 @@ class UserError(Exception):
 def run_cli(main: Callable[[], object]) -> None:
     """Run an entry point; turn UserError and Ctrl-C into one line and an exit code.
 
-    Set TRANSFERLAB_DEBUG=1 to get the full traceback instead.
+    Set TRANSFERLAB_DEBUG=1 to get the full traceback instead. After success, with every output
+    written and closed, the garbage collector is frozen: the interpreter's final collections over
+    all of torch's objects would add about 1 s to every stage here, and free nothing that matters.
     """
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
@@ -29,3 +32,4 @@ def run_cli(main: Callable[[], object]) -> None:
             raise
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    gc.freeze()

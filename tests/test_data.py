@@ -530,8 +530,11 @@ def test_save_load_roundtrip(folder, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy", "classes.json"])
     assert json.loads((out / "classes.json").read_text()) == ["a", "b", "c"]
-    assert_same_dataset(data.load(out), dataset)
+    loaded = data.load(out)
+    assert_same_dataset(loaded, dataset)
     assert [p.name for p in out.parent.iterdir()] == ["prepared"]  # no temporary leftovers
+    for split in (loaded.train, loaded.test):  # images are mapped read-only, not read whole
+        assert isinstance(split.images, np.memmap) and not split.images.flags.writeable
 
 
 def test_save_replaces_previous_contents(folder, tmp_path):

@@ -69,10 +69,11 @@ def save(dataset: Dataset, out_dir: str | Path) -> None:
 
 
 def load(data_dir: str | Path) -> Dataset:
-    """Read the canonical form written by `save`."""
+    """Read the canonical form written by `save`. Images are memory-mapped read-only: a stage
+    reads only the pages of the images its subsets index."""
     data_dir = Path(data_dir)
     splits = {
-        name: Split(np.load(data_dir / f"{name}_images.npy"), np.load(data_dir / f"{name}_labels.npy"))
+        name: Split(np.load(data_dir / f"{name}_images.npy", mmap_mode="r"), np.load(data_dir / f"{name}_labels.npy"))
         for name in SPLITS
     }
     return Dataset(json.loads((data_dir / "classes.json").read_text()), **splits)

@@ -16,7 +16,7 @@ from transferlab.outputs import load_torch
 pytestmark = pytest.mark.slow
 
 TINYVGG_OUTPUTS = ["models/tinyvgg.pt", "metrics/tinyvgg.json", "plots/tinyvgg.json"]
-CHECKPOINT = Path("checkpoints/train_tinyvgg/tinyvgg.pt")
+CHECKPOINTS = Path("checkpoints/train_tinyvgg")  # <run fingerprint>/epoch_NNNN.pt, the newest kept
 EPOCHS = 400  # ~10 s of TinyVGG here: wide enough that the kill lands mid-training on a busy machine
 
 
@@ -70,7 +70,7 @@ def test_interrupted_training_leaves_no_partial_output_and_resumes(reference, so
                                preexec_fn=_default_sigint, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     deadline = time.monotonic() + 300
-    while not (project / CHECKPOINT).exists():
+    while not list((project / CHECKPOINTS).glob("*/epoch_*.pt")):
         assert process.poll() is None, process.communicate()[0]
         assert time.monotonic() < deadline, "training never checkpointed"
         time.sleep(0.02)
@@ -79,7 +79,9 @@ def test_interrupted_training_leaves_no_partial_output_and_resumes(reference, so
     output = process.communicate(timeout=120)[0]
     assert process.returncode != 0, output
 
-    epochs_done = len(load_torch(project / CHECKPOINT)["history"]["train_loss"])
+    newest = max((project / CHECKPOINTS).glob("*/epoch_*.pt"))
+    epochs_done = len(load_torch(newest)["history"]["train_loss"])
+    assert newest.name == f"epoch_{epochs_done:04d}.pt"
     assert 0 < epochs_done < EPOCHS, "the kill must land mid-training"
     assert (project / "dvc.lock").read_text() == lock_before
     for path in TINYVGG_OUTPUTS:  # DVC removed the old outputs; nothing half-written took their place
@@ -88,7 +90,7 @@ def test_interrupted_training_leaves_no_partial_output_and_resumes(reference, so
 
     rerun = run(["dvc", "repro"], project)
     assert f"resuming after epoch {epochs_done}/{EPOCHS}" in rerun.stderr + rerun.stdout
-    assert not (project / CHECKPOINT.parent).exists(), "checkpoints are cleared once the stage completes"
+    assert not (project / CHECKPOINTS).exists(), "checkpoints are cleared once the stage completes"
     assert not list(project.glob("**/.*.tmp"))
     expected = without_tensorboard(locked_outputs(reference))
     assert without_tensorboard(locked_outputs(project)) == expected

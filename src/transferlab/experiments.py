@@ -1,10 +1,14 @@
 """Training runs on the one engine: the TinyVGG baseline and the transfer-learning grid.
 
-Each run checkpoints after every epoch under `checkpoints/` and resumes from its last finished
-epoch when rerun with the same params and data; a stage deletes its checkpoints once all of its
-outputs are written. Grid experiments that differ only in `epochs` share one checkpoint: the
-longer run continues the shorter one, which is exactly its first epochs (same seed, same batch
-order, no schedule that depends on the epoch count).
+Each run saves its training state after every epoch and, rerun with the same params and data,
+continues from the latest saved epoch at or below its epoch count. A run with more epochs is
+exactly a shorter one continued (same seed, same batch order, no schedule that depends on the
+epoch count), so grid experiments that differ only in `epochs` share one training run.
+
+TinyVGG and fine-tuned networks keep only their newest state, under `checkpoints/`, which a stage
+deletes once all of its outputs are written. Frozen-backbone heads are small: every epoch's state is
+kept beside the feature cache (`data/features/heads/`), so a later run that changes only `epochs`
+trains only the epochs never trained before.
 """
 import contextlib
 import copy
@@ -23,6 +27,7 @@ from torch.utils.data import TensorDataset
 from torchinfo import summary
 
 from transferlab import backbones, data, engine, models
+from transferlab.checkpoints import Checkpoints
 from transferlab.features import FeatureCache
 from transferlab.outputs import atomic_dir, load_torch, save_torch, write_json, write_text
 from transferlab.params import Params
@@ -47,11 +52,6 @@ class Experiment:
     def name(self) -> str:
         return self.run_name.replace("/", "-")
 
-    @property
-    def group(self) -> str:
-        """The experiments that differ only in epochs: they share one training run."""
-        return f"{self.train_size}_images-{self.model}"
-
 
 def expand_grid(params: Params) -> list[Experiment]:
     """Every combination of the grid axes `model`, `train_size`, `epochs`."""
@@ -59,9 +59,10 @@ def expand_grid(params: Params) -> list[Experiment]:
 
 
 def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset, settings, epochs: int,
-        seed: int, device: torch.device, run: TensorBoardRun, checkpoint: Path, desc: str) -> dict:
-    """Train `model` with the engine, logging to `run`; resumes from `checkpoint` when it holds the
-    same run (fingerprint) at no more than `epochs` epochs."""
+        seed: int, device: torch.device, run: TensorBoardRun, checkpoints: Checkpoints, desc: str) -> dict:
+    """Train `model` with the engine, logging to `run` and saving every epoch's state to
+    `checkpoints`; continues from the latest state of the same run (fingerprint) at no more than
+    `epochs` epochs."""
     generator = torch.Generator().manual_seed(seed)
     train_loader = engine.batch_loader(train_set, settings.batch_size, generator)
     test_loader = engine.batch_loader(test_set, settings.batch_size)
@@ -69,21 +70,20 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset, set
     optimizer = engine.make_optimizer(settings.optimizer, trainable, settings.lr)
     fingerprint = _fingerprint(model, train_set, test_set, settings, seed)
     history = None
-    if (checkpoint.exists() and (saved := load_torch(checkpoint))["fingerprint"] == fingerprint
-            and len(saved["history"]["train_loss"]) <= epochs):
+    if saved := checkpoints.latest(fingerprint, epochs):
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
         generator.set_state(saved["generator"])
         history = saved["history"]
         run.log_epochs(history)
-        print(f"{desc}: resuming after epoch {len(history['train_loss'])}/{epochs} from {checkpoint}",
-              file=sys.stderr)
+        print(f"{desc}: resuming after epoch {len(history['train_loss'])}/{epochs} from "
+              f"{checkpoints.directory / fingerprint}", file=sys.stderr)
 
     def on_epoch(epoch: int, history: dict) -> None:
         run.log_epochs(history, first=epoch)
-        save_torch(checkpoint, {
-            "fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        checkpoints.save(fingerprint, epoch, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "rng": torch.get_rng_state(), "generator": generator.get_state(), "history": history,
         })
 
@@ -115,9 +115,8 @@ def train_tinyvgg(params: Params, data_dir: Path, subsets_dir: Path, model_file:
     model = models.TinyVGG(p.hidden_units, len(dataset.classes), image_size)
     run = TensorBoardRun(runs_dir)
     run.log_graph(trace_graph(model, test_set.tensors[0][:1]))
-    checkpoint = CHECKPOINT_DIR / "train_tinyvgg" / "tinyvgg.pt"
-    history = fit(model, train_set, test_set, p, p.epochs, params.seed, device, run,
-                  checkpoint, desc="tinyvgg")
+    checkpoints = Checkpoints(CHECKPOINT_DIR / "train_tinyvgg", keep_every_epoch=False)
+    history = fit(model, train_set, test_set, p, p.epochs, params.seed, device, run, checkpoints, desc="tinyvgg")
     metrics = final_metrics(history) | models.count_parameters(model)
     run.log_hparams({"model": "tinyvgg", "train_size": len(train_idx), "epochs": p.epochs,
                      "hidden_units": p.hidden_units, "optimizer": p.optimizer, "lr": p.lr,
@@ -126,7 +125,7 @@ def train_tinyvgg(params: Params, data_dir: Path, subsets_dir: Path, model_file:
     save_torch(model_file, models.tinyvgg_checkpoint(model.cpu(), dataset.classes, p.hidden_units, image_size))
     write_history(plots_file, history)
     write_json(metrics_file, metrics)
-    shutil.rmtree(checkpoint.parent, ignore_errors=True)
+    shutil.rmtree(checkpoints.directory, ignore_errors=True)
     return metrics
 
 
@@ -169,6 +168,8 @@ def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir
     n_classes = len(dataset.classes)
     test_labels = torch.as_tensor(dataset.test.labels[subsets["test"]])
     grid = expand_grid(params)
+    checkpoints = (Checkpoints(Path(cache_dir) / "heads", keep_every_epoch=True) if p.freeze
+                   else Checkpoints(CHECKPOINT_DIR / "train_transfer", keep_every_epoch=False))
     all_metrics = {}
     shutil.rmtree(runs_dir, ignore_errors=True)
     with contextlib.ExitStack() as stack:
@@ -196,8 +197,7 @@ def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir
                 run = TensorBoardRun(runs_dir / experiment.run_name)
                 run.log_graph(graph)
                 history = fit(trained, train_set, TensorDataset(test_inputs, test_labels), p, experiment.epochs,
-                              params.seed, device, run, CHECKPOINT_DIR / "train_transfer" / f"{experiment.group}.pt",
-                              desc=experiment.name)
+                              params.seed, device, run, checkpoints, desc=experiment.name)
                 metrics = final_metrics(history) | parameter_counts
                 run.log_hparams({"model": name, "train_size": experiment.train_size, "epochs": experiment.epochs,
                                  "freeze": p.freeze, "optimizer": p.optimizer, "lr": p.lr,
@@ -209,7 +209,8 @@ def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir
                 all_metrics[experiment.name] = metrics
         all_metrics = {e.name: all_metrics[e.name] for e in grid}
         write_json(metrics_file, all_metrics)
-    shutil.rmtree(CHECKPOINT_DIR / "train_transfer", ignore_errors=True)
+    if not checkpoints.keep_every_epoch:
+        shutil.rmtree(checkpoints.directory, ignore_errors=True)
     return all_metrics
 
 

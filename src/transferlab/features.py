@@ -4,7 +4,8 @@ The cache is one file per backbone and input size under `data/features/` (not a 
 delete it freely). It holds pooled features keyed by the SHA-1 of each image's pixels, so every
 experiment and epoch count, and the evaluate and select_best stages, reuse the same forward
 passes; and named artefacts derived from the backbone (its TensorBoard graph and torchinfo
-summary), so a rerun whose images are all cached never builds the backbone at all.
+summary), so a rerun whose images are all cached never builds the backbone at all. (train_transfer
+keeps its heads' training states beside it, in `data/features/heads/`.)
 """
 import functools
 import hashlib

@@ -1,0 +1,37 @@
+"""Per-epoch training states (model, optimizer, RNG states, history), to resume and to continue runs.
+
+States live under a directory, one folder per run fingerprint (the run's inputs: model, data,
+settings, seed; never its epoch count) and one file per epoch. A run finds the latest state at or
+below its epoch count and continues from there.
+"""
+from pathlib import Path
+
+from transferlab.outputs import load_torch, save_torch
+
+
+class Checkpoints:
+    """Training states under `directory`. `keep_every_epoch=False` keeps only the newest (a resume
+    point, for whole networks); `True` keeps them all (small heads), so a later run of the same
+    inputs continues from its nearest earlier epoch, whatever its epoch count."""
+
+    def __init__(self, directory: str | Path, keep_every_epoch: bool):
+        self.directory, self.keep_every_epoch = Path(directory), keep_every_epoch
+
+    def _files(self, fingerprint: str) -> dict[int, Path]:
+        return {int(path.stem.removeprefix("epoch_")): path
+                for path in (self.directory / fingerprint).glob("epoch_*.pt")}
+
+    def latest(self, fingerprint: str, max_epochs: int) -> dict | None:
+        """The state after the latest saved epoch that is at most `max_epochs`, if any."""
+        files = self._files(fingerprint)
+        usable = [epoch for epoch in files if epoch <= max_epochs]
+        return load_torch(files[max(usable)]) if usable else None
+
+    def save(self, fingerprint: str, epoch: int, state: dict) -> None:
+        """Save the state after `epoch`; unless every epoch is kept, then drop the older ones."""
+        earlier = self._files(fingerprint)
+        save_torch(self.directory / fingerprint / f"epoch_{epoch:04d}.pt", state)
+        if not self.keep_every_epoch:
+            for saved_epoch, path in earlier.items():
+                if saved_epoch != epoch:
+                    path.unlink()

@@ -47,8 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-sizes", nargs="+", type=int, default=[500, 1000])
     parser.add_argument("--epochs", nargs="+", type=int, default=[5, 10])
     parser.add_argument("--test-size", type=int, default=250)
-    parser.add_argument("--image-size", type=int, default=224,
-                        help="transfer.image_size (crop) for every backbone (224: lite0's own size, "
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="transfer.image_size (crop) for every backbone (default: each backbone's own "
+                             "input size, lite0 224 px and lite2 260 px, as params.yaml's null; "
                              "BENCHMARKS.md's run)")
     parser.add_argument("--data-image-size", type=int, default=32)
     parser.add_argument("--tinyvgg-size", type=int, default=1000, help="TinyVGG subset (setup only, untimed)")

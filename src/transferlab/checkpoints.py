@@ -1,8 +1,9 @@
 """Per-epoch training states (model, optimizer, RNG states, history), to resume and to continue runs.
 
 States live under a directory, one folder per run fingerprint (the run's inputs: model, data,
-settings, seed; never its epoch count) and one file per epoch. A run finds the latest state at or
-below its epoch count and continues from there.
+settings, seed; for the transfer grid, whose epoch counts are a grid axis, not the epoch count) and
+one file per epoch. A run finds the latest state at or below its epoch count and continues from
+there.
 """
 from pathlib import Path
 

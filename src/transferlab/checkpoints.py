@@ -29,10 +29,9 @@ class Checkpoints:
         return load_torch(files[max(usable)]) if usable else None
 
     def save(self, fingerprint: str, epoch: int, state: dict) -> None:
-        """Save the state after `epoch`; unless every epoch is kept, then drop the older ones."""
-        earlier = self._files(fingerprint)
+        """Save the state after `epoch`; unless every epoch is kept, then drop the others."""
         save_torch(self.directory / fingerprint / f"epoch_{epoch:04d}.pt", state)
         if not self.keep_every_epoch:
-            for saved_epoch, path in earlier.items():
+            for saved_epoch, path in self._files(fingerprint).items():
                 if saved_epoch != epoch:
                     path.unlink()

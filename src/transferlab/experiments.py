@@ -29,7 +29,7 @@ from torchinfo import summary
 from transferlab import backbones, data, engine, models
 from transferlab.checkpoints import Checkpoints
 from transferlab.features import FeatureCache
-from transferlab.outputs import atomic_dir, load_torch, save_torch, write_json, write_text
+from transferlab.outputs import atomic_dir, save_torch, write_json, write_text
 from transferlab.params import Params
 from transferlab.subsets import load as load_subsets
 from transferlab.tracking import TensorBoardRun, final_metrics, trace_graph, write_history

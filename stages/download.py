@@ -1,8 +1,10 @@
 """download stage: read data.source (CIFAR-10 or an ImageFolder) into the canonical dataset form."""
 import argparse
 
-from transferlab import data, params
-from transferlab.errors import run_cli
+from transferlab.errors import imports_without_gc, run_cli
+
+with imports_without_gc():
+    from transferlab import data, params
 
 
 def main() -> None:

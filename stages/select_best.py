@@ -2,8 +2,10 @@
 import argparse
 from pathlib import Path
 
-from transferlab import evaluation, params
-from transferlab.errors import run_cli
+from transferlab.errors import imports_without_gc, run_cli
+
+with imports_without_gc():
+    from transferlab import evaluation, params
 
 
 def main() -> None:

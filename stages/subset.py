@@ -1,8 +1,10 @@
 """subset stage: seeded, class-balanced, nested train subsets and one shared test subset."""
 import argparse
 
-from transferlab import data, params, subsets
-from transferlab.errors import run_cli
+from transferlab.errors import imports_without_gc, run_cli
+
+with imports_without_gc():
+    from transferlab import data, params, subsets
 
 
 def main() -> None:

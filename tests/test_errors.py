@@ -2,7 +2,7 @@ import gc
 
 import pytest
 
-from transferlab.errors import UserError, run_cli
+from transferlab.errors import UserError, imports_without_gc, run_cli
 
 
 @pytest.fixture
@@ -50,3 +50,19 @@ def test_after_success_the_gc_is_frozen_for_a_fast_exit(unfrozen_gc):
     gc.unfreeze()
     run_cli(lambda: None)
     assert gc.get_freeze_count() > 0
+
+
+def test_imports_run_without_gc_and_what_they_made_is_frozen(unfrozen_gc):
+    gc.unfreeze()
+    with imports_without_gc():
+        assert not gc.isenabled()
+        made = [[] for _ in range(1000)]
+    assert gc.isenabled()
+    assert gc.get_freeze_count() >= len(made)
+
+
+def test_a_failed_import_still_turns_the_gc_back_on(unfrozen_gc):
+    with pytest.raises(ImportError):
+        with imports_without_gc():
+            import transferlab.no_such_module  # noqa: F401
+    assert gc.isenabled()

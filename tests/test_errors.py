@@ -7,6 +7,8 @@ from transferlab.errors import UserError, imports_without_gc, run_cli
 
 @pytest.fixture
 def unfrozen_gc():
+    """No frozen objects before the test (entry-point imports freeze some) or after it."""
+    gc.unfreeze()
     yield
     gc.unfreeze()
 
@@ -47,13 +49,11 @@ def test_the_debug_switch_lets_the_error_through(monkeypatch, unfrozen_gc):
 
 
 def test_after_success_the_gc_is_frozen_for_a_fast_exit(unfrozen_gc):
-    gc.unfreeze()
     run_cli(lambda: None)
     assert gc.get_freeze_count() > 0
 
 
 def test_imports_run_without_gc_and_what_they_made_is_frozen(unfrozen_gc):
-    gc.unfreeze()
     with imports_without_gc():
         assert not gc.isenabled()
         made = [[] for _ in range(1000)]

@@ -2,8 +2,10 @@
 import argparse
 from pathlib import Path
 
-from transferlab import predict
-from transferlab.errors import run_cli
+from transferlab.errors import imports_without_gc, run_cli
+
+with imports_without_gc():
+    from transferlab import predict
 
 
 def main() -> None:

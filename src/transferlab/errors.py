@@ -1,5 +1,5 @@
-"""Stage entry points: user-facing errors as one clear line on stderr and a non-zero exit (tracebacks
-only on request), and a quicker start."""
+"""Entry points (stages, `transferlab predict`): user-facing errors as one clear line on stderr and
+a non-zero exit (tracebacks only on request), and a quicker start."""
 import contextlib
 import gc
 import os
@@ -15,7 +15,8 @@ class UserError(Exception):
 
 @contextlib.contextmanager
 def imports_without_gc():
-    """Pause the garbage collector while a stage imports its libraries, then freeze what they made.
+    """Pause the garbage collector while an entry point imports its libraries, then freeze every
+    object alive (at a process's start: what the imports made) out of later collections.
 
     Importing torch makes about 180,000 long-lived objects (310,000 with the torch._dynamo that
     torch.optim imports later). Collections during the imports free nothing, and every later full

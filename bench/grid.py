@@ -37,7 +37,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from projects import make_project, project_env, tiny_params, write_params  # noqa: E402
+from projects import machine_cache, make_project, project_env, tiny_params, write_params  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def measure(command: list[str], cwd: Path, log: Path) -> dict:
     """Run `command` in the project copy, on the copy's own code (edits to the checkout during a
     run change nothing); its wall time and peak RSS (largest process of its tree), in s / MiB."""
-    env = {**project_env(), "PYTHONPATH": str(cwd / "src")}
+    env = {**project_env(cwd), "PYTHONPATH": str(cwd / "src")}
     with open(log, "a") as out:
         out.write(f"\n$ {' '.join(command)}\n")
         out.flush()
@@ -216,7 +216,7 @@ def phase_extract(config: dict) -> dict:
 
 def phase_profile(config: dict) -> dict:
     """cProfile of the train_transfer stage (cold feature cache): where the time goes."""
-    shutil.rmtree("data/features", ignore_errors=True)
+    shutil.rmtree("bench_features", ignore_errors=True)
     sys.argv = ["stages/train_transfer.py", "data/prepared", "data/subsets", "bench_models", "bench_metrics.json",
                 "bench_plots", "bench_runs", "bench_summaries", "--cache-dir", "bench_features"]
     profiler = cProfile.Profile()
@@ -277,7 +277,7 @@ def main(args: argparse.Namespace) -> dict:
     for number in range(1, args.rounds + 1):
         print(f"round {number}/{args.rounds}: pipeline, epochs-only rerun, floor ...", flush=True)
         write_params(project, grid_params(args))
-        shutil.rmtree(project / "data/features", ignore_errors=True)
+        shutil.rmtree(machine_cache(project), ignore_errors=True)
         rounds["pipeline"].append(measure(["dvc", "repro", "--no-run-cache", "evaluate"], project, log))
         evaluation = json.loads((project / "metrics/evaluation.json").read_text())
         rounds["pipeline"][-1]["test_acc"] = {name: m["test_acc"] for name, m in evaluation.items()

@@ -12,7 +12,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     for name in ("data_dir", "subsets_dir", "tinyvgg_file", "transfer_dir", "metrics_file", "confusion_dir"):
         parser.add_argument(name, type=Path)
-    parser.add_argument("--cache-dir", type=Path, default=Path("data/features"))
+    parser.add_argument("--cache-dir", type=Path, help="feature cache (default: $TRANSFERLAB_CACHE_DIR or the user cache)")
     args = parser.parse_args()
     for name, metrics in evaluation.evaluate(**vars(args)).items():
         print(f"{name}: test_acc {metrics['test_acc']:.4f}, test_loss {metrics['test_loss']:.4f}")

@@ -13,7 +13,7 @@ def main() -> None:
     for name in ("data_dir", "subsets_dir", "evaluation_file", "tinyvgg_file", "transfer_dir",
                  "best_metrics_file", "leaderboard_file", "best_model_file", "predictions_file", "runs_dir"):
         parser.add_argument(name, type=Path)
-    parser.add_argument("--cache-dir", type=Path, default=Path("data/features"))
+    parser.add_argument("--cache-dir", type=Path, help="feature cache (default: $TRANSFERLAB_CACHE_DIR or the user cache)")
     args = parser.parse_args()
     p = params.load()
     best = evaluation.select_best(p.select_best.metric, p.seed, p.select_best.predictions, **vars(args))

@@ -13,7 +13,7 @@ def main() -> None:
     for name in ("data_dir", "subsets_dir", "models_dir", "metrics_file", "plots_dir", "runs_dir",
                  "summaries_dir"):
         parser.add_argument(name, type=Path)
-    parser.add_argument("--cache-dir", type=Path, default=Path("data/features"))
+    parser.add_argument("--cache-dir", type=Path, help="feature cache (default: $TRANSFERLAB_CACHE_DIR or the user cache)")
     args = parser.parse_args()
     results = experiments.train_transfer(params.load(), **vars(args))
     for name, metrics in results.items():

@@ -1,5 +1,6 @@
 """Shared test helpers: tiny ImageFolder trees and the repository's params.yaml as a dict."""
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,12 @@ def make_image_folder(root, classes=("a", "b", "c"), n_train=6, n_test=3, size=1
                 seed = (index * 1000 + i) * 2 + (split == "test")
                 make_image(class_colour(index), size, seed).save(folder / f"img_{i:03d}.{fmt}")
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_machine_cache(tmp_path_factory):
+    """No test touches the user's machine-wide cache: the session has its own."""
+    os.environ["TRANSFERLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("machine_cache"))
 
 
 @pytest.fixture

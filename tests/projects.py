@@ -14,19 +14,26 @@ GIT_IDENTITY = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
 
 def run(args: list[str], cwd: Path, check: bool = True, env_extra: dict[str, str] | None = None,
         **kwargs) -> subprocess.CompletedProcess:
-    """Run a command with the test interpreter's environment (its dvc, python) on the CPU."""
-    env = {**project_env(), **(env_extra or {})}
+    """Run a command in project `cwd` with the test interpreter's environment (its dvc, python) on
+    the CPU, and the project's own machine-wide cache (`machine_cache` beside it)."""
+    env = {**project_env(Path(cwd)), **(env_extra or {})}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
 
 
-def project_env() -> dict[str, str]:
+def project_env(project: Path) -> dict[str, str]:
+    """The environment for commands in `project`: each test project is a machine of its own."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "TRANSFERLAB_DEVICE": "cpu"}
+           "TRANSFERLAB_DEVICE": "cpu", "TRANSFERLAB_CACHE_DIR": str(machine_cache(project))}
     env.pop("TRANSFERLAB_DEBUG", None)
     return env
+
+
+def machine_cache(project: Path) -> Path:
+    """The machine-wide cache directory the tests give `project`."""
+    return project.parent / "machine_cache"
 
 
 def tiny_params(source: Path) -> dict:

@@ -18,7 +18,7 @@ def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
         [sys.executable, str(ROOT / "bench/grid.py"), "--source", str(source), "--models", "effnet_lite0",
          "--train-sizes", "3", "6", "--epochs", "1", "2", "--test-size", "6", "--image-size", "32",
          "--tinyvgg-size", "12", "--extract-rounds", "2", "--rounds", "2", "--workdir", str(tmp_path / "work"), "--json", str(results_file)],
-        cwd=tmp_path, env=project_env(), capture_output=True, text=True, timeout=900)
+        cwd=tmp_path, env=project_env(tmp_path / "work/project"), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     for heading in ("approaches", "final test accuracy", "ratios and targets", "where the pipeline"):
         assert heading in result.stdout

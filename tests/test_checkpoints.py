@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from transferlab.checkpoints import Checkpoints
@@ -29,3 +30,31 @@ def test_keeping_only_the_newest_state(tmp_path):
     checkpoints.save("run", 1, state(1))  # ... and its first epoch replaces the newer state
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["epoch_0001.pt"]
     assert [p.name for p in (tmp_path / "other run").iterdir()] == ["epoch_0007.pt"]
+
+
+def one_warning_line(stderr: str, path) -> None:
+    """Exactly one line, a warning naming the damaged file; no traceback."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: cache entry") and str(path) in lines[0], stderr
+    assert "will be recomputed" in lines[0] and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_an_unreadable_state_is_reported_removed_and_the_older_one_used(tmp_path, capsys, damage):
+    checkpoints = Checkpoints(tmp_path, keep_every_epoch=True)
+    for epoch in (1, 2):
+        checkpoints.save("run", epoch, state(epoch))
+    newest = tmp_path / "run/epoch_0002.pt"
+    newest.write_bytes(newest.read_bytes()[:100] if damage == "truncated" else b"garbage\x00" * 40)
+    assert len(checkpoints.latest("run", 2)["history"]["train_loss"]) == 1
+    one_warning_line(capsys.readouterr().err, newest)
+    assert not newest.exists()
+
+
+def test_a_state_that_does_not_fit_the_run_is_discarded(tmp_path, capsys):
+    checkpoints = Checkpoints(tmp_path, keep_every_epoch=True)
+    checkpoints.save("run", 1, state(1))
+    checkpoints.save("run", 2, {"something": "else"})
+    assert len(checkpoints.latest("run", 2, valid=lambda saved: "model" in saved)["history"]["train_loss"]) == 1
+    one_warning_line(capsys.readouterr().err, tmp_path / "run/epoch_0002.pt")
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.pt")) == ["epoch_0001.pt"]

@@ -11,7 +11,7 @@ from torch.utils.data import TensorDataset
 from transferlab import engine, params
 from transferlab.checkpoints import Checkpoints
 from transferlab.experiments import Experiment, expand_grid, fit
-from transferlab.outputs import load_torch
+from transferlab.outputs import load_torch, save_torch
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 CPU = torch.device("cpu")
@@ -98,7 +98,7 @@ def run_fit(directory, epochs=4, init_seed=0, seed=7, train=TRAIN, setting=None,
 
 def saved_epochs(directory) -> dict[str, list[int]]:
     """{run fingerprint: its saved epochs}."""
-    return {run.name: sorted(int(f.stem.removeprefix("epoch_")) for f in run.iterdir())
+    return {run.name: sorted(int(f.stem.removeprefix("epoch_")) for f in run.glob("epoch_*.pt"))
             for run in sorted(Path(directory).iterdir())}
 
 
@@ -193,6 +193,29 @@ def test_fit_continues_from_the_nearest_earlier_kept_epoch(tmp_path, monkeypatch
     assert len(steps) == 1 and run.logged == [1, 2, 3, 4]  # epoch 4 only, after epoch 3
     assert history == reference[0]
     assert_same_state(state, reference[1])
+
+
+@pytest.mark.parametrize("damage", [b"garbage", "truncated", "other state"])
+def test_fit_discards_a_damaged_newest_state_and_retrains_only_that_epoch(tmp_path, monkeypatch, capsys, reference,
+                                                                          damage):
+    directory = tmp_path / "all"
+    run_fit(directory, keep_every_epoch=True)
+    [run_dir] = directory.iterdir()
+    newest = run_dir / "epoch_0004.pt"
+    if damage == "truncated":
+        newest.write_bytes(newest.read_bytes()[:-200])
+    elif damage == "other state":  # readable, but not this run's: another model's weights
+        save_torch(newest, {**load_torch(newest), "model": make_model(width=6).state_dict()})
+    else:
+        newest.write_bytes(damage * 50)
+    capsys.readouterr()
+    steps = counting_steps(monkeypatch)
+    history, state, _ = run_fit(directory, init_seed=5, keep_every_epoch=True)
+    assert len(steps) == 1  # epoch 4 again, from epoch 3
+    assert history == reference[0]
+    assert_same_state(state, reference[1])
+    [notice] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert str(newest) in notice and "recomputed" in notice
 
 
 def test_fit_with_a_finished_run_trains_nothing(tmp_path, monkeypatch, reference):
@@ -299,9 +322,9 @@ def test_fine_tuning_trains_the_whole_network_and_exports_it(grid_run, tmp_path)
     results, out = grid_run(freeze=False, epochs=1)
     metrics = results["6_images-effnet_lite0-1_epochs"]
     assert metrics["trainable_params"] == metrics["total_params"]  # nothing frozen
-    cached = load_torch(tmp_path / "features/effnet_lite0_32px.pt")
-    assert cached["keys"] == [] and cached["features"] is None  # images go through the network instead
-    assert set(cached["derived"]) == {"summary_3_classes", "graph_3_classes"}
+    cache_dir = tmp_path / "features/features/effnet_lite0_32px"
+    assert not list(cache_dir.glob("*.pt"))  # no features: images go through the network instead
+    assert {p.stem for p in (cache_dir / "derived").glob("*.pt")} == {"summary_3_classes", "graph_3_classes"}
     assert not (tmp_path / "features/heads").exists()  # a whole network's states are not kept ...
     assert not Path("checkpoints/train_transfer").exists()  # ... and its resume point goes with the stage
     checkpoint = load_torch(out / "models/6_images-effnet_lite0-1_epochs.pt")

@@ -1,5 +1,6 @@
 """features: the feature cache computes each distinct image once per backbone and input size."""
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -69,10 +70,15 @@ def _cache(backbone, cache_dir):
     return FeatureCache(backbone.info.name, backbone.transform.crop_size[0], cache_dir, load=lambda *_: backbone)
 
 
-def test_cache_file_is_per_backbone_and_input_size(tmp_path):
-    assert FeatureCache("effnet_lite0", 32, tmp_path).path == tmp_path / "effnet_lite0_32px.pt"
-    assert FeatureCache("effnet_lite0", 48, tmp_path).path == tmp_path / "effnet_lite0_48px.pt"
-    assert FeatureCache("effnet_lite2", None, tmp_path).path == tmp_path / "effnet_lite2_260px.pt"
+def test_cache_directory_is_per_backbone_and_input_size(tmp_path):
+    assert FeatureCache("effnet_lite0", 32, tmp_path).directory == tmp_path / "features/effnet_lite0_32px"
+    assert FeatureCache("effnet_lite0", 48, tmp_path).directory == tmp_path / "features/effnet_lite0_48px"
+    assert FeatureCache("effnet_lite2", None, tmp_path).directory == tmp_path / "features/effnet_lite2_260px"
+
+
+def test_default_cache_directory_is_the_machine_wide_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERLAB_CACHE_DIR", str(tmp_path / "shared"))
+    assert FeatureCache("effnet_lite0", 32).directory == tmp_path / "shared/features/effnet_lite0_32px"
 
 
 def test_first_get_computes_every_image_once_and_matches_direct_computation(tmp_path, backbone):
@@ -82,7 +88,7 @@ def test_first_get_computes_every_image_once_and_matches_direct_computation(tmp_
     assert backbone.features.batches == [2, 2, 1]
     assert out.shape == (5, 1280) and out.dtype == torch.float32
     torch.testing.assert_close(out, _direct(backbone, images), rtol=1e-4, atol=1e-5)
-    assert cache.path.is_file()
+    assert len(list(cache.directory.glob("*.pt"))) == 1
 
 
 def test_second_get_with_the_same_images_does_no_backbone_pass(tmp_path, backbone):
@@ -110,8 +116,7 @@ def test_superset_only_computes_the_new_images(tmp_path, backbone):
     assert torch.equal(out[1:4], first)
     torch.testing.assert_close(out[[0, 4]], _direct(backbone, new), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out, _direct(backbone, superset), rtol=1e-4, atol=1e-5)
-    stored = torch.load(cache.path, weights_only=True)
-    assert len(stored["keys"]) == 5 and stored["features"].shape == (5, 1280)
+    assert _cache(backbone, tmp_path).stats() == {"images": 5, "entries": 5, "shards": 2}
 
 
 def test_duplicate_images_in_one_call_are_computed_once(tmp_path, backbone):
@@ -122,8 +127,7 @@ def test_duplicate_images_in_one_call_are_computed_once(tmp_path, backbone):
     assert out.shape == (6, 1280)
     assert torch.equal(out[0], out[2]) and torch.equal(out[0], out[5]) and torch.equal(out[1], out[4])
     torch.testing.assert_close(out, _direct(backbone, images), rtol=1e-4, atol=1e-5)
-    stored = torch.load(tmp_path / "effnet_lite0_32px.pt", weights_only=True)
-    assert len(stored["keys"]) == 3
+    assert _cache(backbone, tmp_path).stats() == {"images": 3, "entries": 3, "shards": 1}
 
 
 def test_cached_file_is_reused_by_a_new_cache_instance(tmp_path, lite0):
@@ -148,7 +152,7 @@ def test_other_cache_dir_or_input_size_does_not_share_features(tmp_path, lite0):
     bigger = dataclasses.replace(counted, transform=backbones._resized(lite0.transform, 40))
     out = _cache(bigger, tmp_path / "a").get(images, batch_size=8, device=CPU)
     assert counted.features.images == 6
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["effnet_lite0_32px.pt", "effnet_lite0_40px.pt"]
+    assert sorted(p.name for p in (tmp_path / "a/features").iterdir()) == ["effnet_lite0_32px", "effnet_lite0_40px"]
     torch.testing.assert_close(out, _direct(bigger, images), rtol=1e-4, atol=1e-5)
 
 
@@ -186,3 +190,79 @@ def test_derived_artefacts_are_made_once_and_kept_beside_the_features(tmp_path, 
     assert made == ["effnet_lite0"]
     assert torch.equal(_cache(backbone, tmp_path).get(_images(2, seed=8), batch_size=8, device=CPU), features)
     assert backbone.features.images == 2
+
+
+# --- a disposable cache ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong shape"])
+def test_a_damaged_shard_is_reported_removed_and_recomputed(tmp_path, backbone, capsys, damage):
+    images = _images(4, seed=9)
+    first = _cache(backbone, tmp_path).get(images, batch_size=8, device=CPU)
+    [shard] = _cache(backbone, tmp_path).directory.glob("*.pt")
+    if damage == "truncated":
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    elif damage == "garbage":
+        shard.write_bytes(b"\x80\x02garbage" * 30)
+    else:  # readable, but not features of this backbone
+        torch.save({"keys": ["x"] * 4, "features": torch.zeros(4, 7)}, shard)
+    capsys.readouterr()
+    again = _cache(backbone, tmp_path).get(images, batch_size=8, device=CPU)
+    assert backbone.features.images == 8  # computed again
+    torch.testing.assert_close(again, first, rtol=1e-5, atol=1e-6)
+    [notice] = capsys.readouterr().err.strip().splitlines()[:1]
+    assert notice.startswith(f"warning: cache entry {shard} is ") and "recomputed" in notice
+    assert "Traceback" not in capsys.readouterr().err
+    assert _cache(backbone, tmp_path).stats() == {"images": 4, "entries": 4, "shards": 1}
+
+
+def test_a_damaged_derived_artefact_is_made_again(tmp_path, backbone, capsys):
+    cache = _cache(backbone, tmp_path)
+    cache.derived("summary", lambda b: "first")
+    path = cache.directory / "derived/summary.pt"
+    path.write_bytes(b"not a zip")
+    assert _cache(backbone, tmp_path).derived("summary", lambda b: "again") == "again"
+    assert str(path) in capsys.readouterr().err
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+import numpy as np, torch
+from transferlab import backbones
+from transferlab.features import FeatureCache
+
+cache_dir, go, seeds, out = sys.argv[1], Path(sys.argv[2]), [int(s) for s in sys.argv[3].split(",")], sys.argv[4]
+images = np.concatenate([np.random.default_rng(s).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8) for s in seeds])
+cache = FeatureCache("effnet_lite0", 32, cache_dir)
+cache.backbone  # built before the start signal, so both processes ask at the same moment
+while not go.exists():
+    time.sleep(0.01)
+torch.save(cache.get(images, batch_size=4, device=torch.device("cpu")), out)
+"""
+
+
+def test_concurrent_processes_keep_each_others_entries_and_compute_shared_images_once(tmp_path, lite0):
+    """Two processes need overlapping images at once: both get correct features, each distinct
+    image is stored once (one computed it, the other waited for it), no entry is lost."""
+    import subprocess
+    import sys
+
+    go = tmp_path / "go"
+    seeds = {"a": "1,2,3", "b": "3,4,1"}  # seeds 1 and 3 are needed by both
+    racers = {name: subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path / "cache"), str(go), s,
+                                      str(tmp_path / f"{name}.pt")], stderr=subprocess.PIPE, text=True)
+              for name, s in seeds.items()}
+    time.sleep(1)
+    go.touch()
+    for name, racer in racers.items():
+        assert racer.wait(timeout=300) == 0, racer.stderr.read()
+        images = np.concatenate([_images(3, seed=int(s)) for s in seeds[name].split(",")])
+        torch.testing.assert_close(torch.load(tmp_path / f"{name}.pt"), _direct(_plain(lite0), images),
+                                   rtol=1e-4, atol=1e-5)
+    stats = FeatureCache("effnet_lite0", 32, tmp_path / "cache", load=_unbuildable).stats()
+    assert stats["images"] == stats["entries"] == 4 * 3  # seeds 1-4, three images each: none twice
+
+
+def _plain(backbone):
+    """`backbone` as `_direct` expects it (features under `.inner`)."""
+    return dataclasses.replace(backbone, features=Counting(backbone.features))

@@ -66,7 +66,7 @@ def test_interrupted_training_leaves_no_partial_output_and_resumes(reference, so
 
     # As in a terminal: its own process group, and SIGINT at its default even when this test runs in
     # a background job (whose shell sets SIGINT to ignored, which every child would inherit).
-    process = subprocess.Popen(["dvc", "repro"], cwd=project, env=project_env(), start_new_session=True,
+    process = subprocess.Popen(["dvc", "repro"], cwd=project, env=project_env(project), start_new_session=True,
                                preexec_fn=_default_sigint, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     deadline = time.monotonic() + 300

@@ -58,7 +58,7 @@ def tinyvgg_metrics(workdir, real_params, prepared, monkeypatch_module) -> dict:
 @pytest.fixture(scope="module")
 def monkeypatch_module(workdir):
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(workdir)  # checkpoints/ and data/features/ land in the work directory
+        mp.chdir(workdir)  # checkpoints/ land in the work directory
         yield mp
 
 

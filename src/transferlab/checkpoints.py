@@ -3,11 +3,15 @@
 States live under a directory, one folder per run fingerprint (the run's inputs: model, data,
 settings, seed; for the transfer grid, whose epoch counts are a grid axis, not the epoch count) and
 one file per epoch. A run finds the latest state at or below its epoch count and continues from
-there.
+there. States are disposable: one that cannot be read or does not fit the run is reported, removed,
+and the next older one (or a fresh start) is used instead.
 """
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
-from transferlab.outputs import load_torch, save_torch
+from transferlab import cache
+from transferlab.outputs import save_torch
 
 
 class Checkpoints:
@@ -22,11 +26,15 @@ class Checkpoints:
         return {int(path.stem.removeprefix("epoch_")): path
                 for path in (self.directory / fingerprint).glob("epoch_*.pt")}
 
-    def latest(self, fingerprint: str, max_epochs: int) -> dict | None:
-        """The state after the latest saved epoch that is at most `max_epochs`, if any."""
+    def latest(self, fingerprint: str, max_epochs: int, valid: Callable[[dict], bool] = lambda state: True) -> dict | None:
+        """The state after the latest saved epoch that is at most `max_epochs` and readable and
+        `valid`, if any; unusable newer states are discarded on the way."""
         files = self._files(fingerprint)
-        usable = [epoch for epoch in files if epoch <= max_epochs]
-        return load_torch(files[max(usable)]) if usable else None
+        for epoch in sorted((epoch for epoch in files if epoch <= max_epochs), reverse=True):
+            state = cache.read(files[epoch], lambda content: isinstance(content, dict) and valid(content))
+            if state is not None:
+                return state
+        return None
 
     def save(self, fingerprint: str, epoch: int, state: dict) -> None:
         """Save the state after `epoch`; unless every epoch is kept, then drop the others."""
@@ -35,3 +43,8 @@ class Checkpoints:
             for saved_epoch, path in self._files(fingerprint).items():
                 if saved_epoch != epoch:
                     path.unlink()
+
+    def exclusive(self, fingerprint: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the run's lock while training it: a concurrent process training the same run
+        (another queued experiment, say) waits, then continues from the states saved here."""
+        return cache.exclusive(self.directory / fingerprint / ".lock", "training the same run")

@@ -7,11 +7,12 @@ epoch count), so grid experiments that differ only in `epochs` share one trainin
 
 TinyVGG and fine-tuned networks keep only their newest state, under `checkpoints/`, which a stage
 deletes once all of its outputs are written. Frozen-backbone heads are small: every epoch's state is
-kept beside the feature cache (`data/features/heads/`), so a later run that changes only `epochs`
-trains only the epochs never trained before.
+kept in the machine-wide cache beside the features (`heads/`), so a later run that changes only
+`epochs`, in any workspace of this machine, trains only the epochs never trained before.
 """
 import contextlib
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -26,7 +27,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from torchinfo import summary
 
-from transferlab import backbones, data, engine, models
+from transferlab import backbones, cache, data, engine, models
 from transferlab.checkpoints import Checkpoints
 from transferlab.features import FeatureCache
 from transferlab.outputs import atomic_dir, save_torch, write_json, write_text
@@ -62,7 +63,7 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset, set
         seed: int, device: torch.device, run: TensorBoardRun, checkpoints: Checkpoints, desc: str) -> dict:
     """Train `model` with the engine, logging to `run` and saving every epoch's state to
     `checkpoints`; continues from the latest state of the same run (fingerprint) at no more than
-    `epochs` epochs."""
+    `epochs` epochs. Holds the run's lock meanwhile, so concurrent processes never train one run twice."""
     generator = torch.Generator().manual_seed(seed)
     train_loader = engine.batch_loader(train_set, settings.batch_size, generator)
     test_loader = engine.batch_loader(test_set, settings.batch_size)
@@ -70,25 +71,47 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset, set
     optimizer = engine.make_optimizer(settings.optimizer, trainable, settings.lr)
     fingerprint = _fingerprint(model, train_set, test_set, settings, seed)
     history = None
-    if saved := checkpoints.latest(fingerprint, epochs):
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["rng"])
-        generator.set_state(saved["generator"])
-        history = saved["history"]
-        run.log_epochs(history)
-        print(f"{desc}: resuming after epoch {len(history['train_loss'])}/{epochs} from "
-              f"{checkpoints.directory / fingerprint}", file=sys.stderr)
+    with checkpoints.exclusive(fingerprint):
+        fits = functools.partial(_state_fits, model=model, optimizer=optimizer, generator=generator)
+        if saved := checkpoints.latest(fingerprint, epochs, valid=fits):
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            torch.set_rng_state(saved["rng"])
+            generator.set_state(saved["generator"])
+            history = saved["history"]
+            run.log_epochs(history)
+            print(f"{desc}: resuming after epoch {len(history['train_loss'])}/{epochs} from "
+                  f"{checkpoints.directory / fingerprint}", file=sys.stderr)
 
-    def on_epoch(epoch: int, history: dict) -> None:
-        run.log_epochs(history, first=epoch)
-        checkpoints.save(fingerprint, epoch, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": torch.get_rng_state(), "generator": generator.get_state(), "history": history,
-        })
+        def on_epoch(epoch: int, history: dict) -> None:
+            run.log_epochs(history, first=epoch)
+            checkpoints.save(fingerprint, epoch, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": torch.get_rng_state(), "generator": generator.get_state(), "history": history,
+            })
 
-    return engine.train(model, train_loader, test_loader, nn.CrossEntropyLoss(), optimizer, epochs,
-                        device, on_epoch=on_epoch, history=history, desc=desc)
+        return engine.train(model, train_loader, test_loader, nn.CrossEntropyLoss(), optimizer, epochs,
+                            device, on_epoch=on_epoch, history=history, desc=desc)
+
+
+def _state_fits(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> bool:
+    """Whether a saved training state can be applied to this run as it is, checked before anything
+    is applied (a state that does not fit is discarded, never half-loaded)."""
+    def shapes(state_dict: dict) -> dict:
+        return {key: tuple(value.shape) for key, value in state_dict.items()}
+
+    def group_sizes(optimizer_state: dict) -> list[int]:
+        return [len(group["params"]) for group in optimizer_state["param_groups"]]
+
+    try:
+        epochs = {len(values) for values in state["history"].values()}
+        return (shapes(state["model"]) == shapes(model.state_dict())
+                and group_sizes(state["optimizer"]) == group_sizes(optimizer.state_dict())
+                and state["rng"].shape == torch.get_rng_state().shape
+                and state["generator"].shape == generator.get_state().shape
+                and set(state["history"]) == set(engine.HISTORY_KEYS) and len(epochs) == 1)
+    except (KeyError, TypeError, AttributeError):
+        return False
 
 
 def _fingerprint(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset, settings, seed: int) -> str:
@@ -159,16 +182,17 @@ def model_graph(backbone: backbones.Backbone, n_classes: int) -> tuple[bytes, by
 
 def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir: Path,
                    metrics_file: Path, plots_dir: Path, runs_dir: Path, summaries_dir: Path,
-                   cache_dir: Path) -> dict:
-    """Run every experiment of the grid; backbone features are computed once per distinct image,
-    and a rerun whose images are all cached never builds a backbone."""
+                   cache_dir: Path | None = None) -> dict:
+    """Run every experiment of the grid; backbone features are computed once per distinct image
+    on this machine, and a rerun whose images are all cached never builds a backbone. `cache_dir`
+    defaults to the machine-wide cache (`cache.root()`)."""
     dataset, subsets = data.load(data_dir), load_subsets(subsets_dir, "transfer_train", "test")
     p = params.transfer
     device = engine.select_device()
     n_classes = len(dataset.classes)
     test_labels = torch.as_tensor(dataset.test.labels[subsets["test"]])
     grid = expand_grid(params)
-    checkpoints = (Checkpoints(Path(cache_dir) / "heads", keep_every_epoch=True) if p.freeze
+    checkpoints = (Checkpoints(Path(cache_dir or cache.root()) / "heads", keep_every_epoch=True) if p.freeze
                    else Checkpoints(CHECKPOINT_DIR / "train_transfer", keep_every_epoch=False))
     all_metrics = {}
     shutil.rmtree(runs_dir, ignore_errors=True)

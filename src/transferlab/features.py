@@ -1,14 +1,18 @@
-"""Everything a frozen backbone produces, computed once per backbone and input size, then reused.
+"""Everything a frozen backbone produces, computed once per machine, backbone and input size.
 
-The cache is one file per backbone and input size under `data/features/` (not a DVC output;
-delete it freely). It holds pooled features keyed by the SHA-1 of each image's pixels, so every
-experiment and epoch count, and the evaluate and select_best stages, reuse the same forward
-passes; and named artefacts derived from the backbone (its TensorBoard graph and torchinfo
-summary), so a rerun whose images are all cached never builds the backbone at all. (train_transfer
-keeps its heads' training states beside it, in `data/features/heads/`.)
+Each backbone at each input size has a directory in the machine-wide cache (`cache.root()`):
+`features/<backbone>_<size>px/`. Pooled features are keyed by the SHA-1 of each image's pixels and
+stored in shards: every run that meets new images adds one shard file holding just those, so no
+writer ever rewrites (or loses) another's entries. Beside them, `derived/` holds artefacts made
+from the backbone (its TensorBoard graph and torchinfo summary), so a run whose images are all
+cached never builds the backbone at all.
+
+Computing takes the directory's lock and first rereads the shards: when two workers need the same
+images at once, one computes them and the other waits, then finds them cached.
 """
 import functools
 import hashlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,11 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from transferlab import backbones
+from transferlab import backbones, cache
 from transferlab.backbones import Backbone
-from transferlab.outputs import load_torch, save_torch
-
-DEFAULT_CACHE_DIR = Path("data/features")
+from transferlab.outputs import save_torch
 
 
 def image_keys(images: np.ndarray) -> list[str]:
@@ -42,46 +44,89 @@ class FeatureCache:
     """Features and derived artefacts of one backbone at one input size. The backbone is built
     (`load(name, image_size)`) only when something asked for is not cached yet."""
 
-    def __init__(self, name: str, image_size: int | None = None, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    def __init__(self, name: str, image_size: int | None = None, cache_dir: str | Path | None = None,
                  load: Callable[[str, int | None], Backbone] = backbones.load):
         self.name, self.image_size, self._load = name, image_size, load
         self.num_features = backbones.info(name).num_features
-        self.path = Path(cache_dir) / f"{name}_{backbones.input_size(name, image_size)}px.pt"
+        self.directory = Path(cache_dir or cache.root()) / "features" / f"{name}_{backbones.input_size(name, image_size)}px"
+        self._row_of: dict[str, int] = {}
+        self._chunks: list[torch.Tensor] = []
+        self._shards_read: set[str] = set()
+        self._concatenated: torch.Tensor | None = None
 
     @functools.cached_property
     def backbone(self) -> Backbone:
         return self._load(self.name, self.image_size)
 
-    @functools.cached_property
-    def _stored(self) -> dict:
-        """The cache file's content, read once per instance and kept in step with what it writes."""
-        stored = load_torch(self.path) if self.path.exists() else {}
-        return {"keys": [], "features": None, "derived": {}, **stored}
-
     def get(self, images: np.ndarray, batch_size: int, device: torch.device) -> torch.Tensor:
-        """Features for `images` in order; only images never seen before go through the backbone."""
+        """Features for `images` in order; only images this machine never saw go through the backbone."""
         keys = image_keys(images)
-        stored = self._stored
-        row_of = {key: row for row, key in enumerate(stored["keys"])}
-        new_indices = []
-        for index, key in enumerate(keys):
-            if key not in row_of:
-                row_of[key] = len(stored["keys"]) + len(new_indices)
-                new_indices.append(index)
-        if new_indices:
-            new = compute(self.backbone, images[new_indices], batch_size, device)
-            features = new if stored["features"] is None else torch.cat([stored["features"], new])
-            stored.update(keys=stored["keys"] + [keys[i] for i in new_indices], features=features)
-            save_torch(self.path, stored)
+        if self._missing(keys):
+            with cache.exclusive(self.directory / ".lock", f"computing {self.name} features"):
+                if new_keys := self._missing(keys):  # rereads what others wrote while we waited
+                    self._compute(images, keys, new_keys, batch_size, device)
         if not keys:
             return torch.empty(0, self.num_features)
-        return stored["features"][[row_of[key] for key in keys]]
+        return self._features()[[self._row_of[key] for key in keys]]
+
+    def stats(self) -> dict[str, int]:
+        """What the cache holds on disk: distinct `images`, stored `entries` (more than `images`
+        only if an image was ever computed twice) and `shards`."""
+        self._read_new_shards()
+        return {"images": len(self._row_of), "entries": sum(map(len, self._chunks)), "shards": len(self._chunks)}
+
+    def _missing(self, keys: list[str]) -> list[str]:
+        """Distinct keys among `keys` that no shard holds, in first-seen order."""
+        self._read_new_shards()
+        return [key for key in dict.fromkeys(keys) if key not in self._row_of]
+
+    def _compute(self, images: np.ndarray, keys: list[str], new_keys: list[str], batch_size: int,
+                 device: torch.device) -> None:
+        print(f"features {self.directory.name}: computing {len(new_keys)} new images "
+              f"({len(set(keys)) - len(new_keys)} cached) in {self.directory}", file=sys.stderr)
+        first_index = {key: index for index, key in reversed(list(enumerate(keys)))}
+        features = compute(self.backbone, images[[first_index[key] for key in new_keys]], batch_size, device)
+        name = hashlib.sha1("".join(new_keys).encode()).hexdigest()[:20]
+        save_torch(self.directory / f"{name}.pt", {"keys": new_keys, "features": features})
+        self._shards_read.add(f"{name}.pt")
+        self._add(new_keys, features)
+
+    def _read_new_shards(self) -> None:
+        for path in sorted(self.directory.glob("*.pt")):
+            if path.name not in self._shards_read:
+                self._shards_read.add(path.name)
+                if shard := cache.read(path, self._is_shard):
+                    self._add(shard["keys"], shard["features"])
+
+    def _is_shard(self, content: object) -> bool:
+        return (isinstance(content, dict) and isinstance(content.get("keys"), list)
+                and isinstance(content.get("features"), torch.Tensor)
+                and content["features"].shape == (len(content["keys"]), self.num_features))
+
+    def _add(self, keys: list[str], features: torch.Tensor) -> None:
+        offset = sum(map(len, self._chunks))
+        for row, key in enumerate(keys):
+            self._row_of.setdefault(key, offset + row)
+        self._chunks.append(features)
+        self._concatenated = None
+
+    def _features(self) -> torch.Tensor:
+        """All rows read so far, concatenated once per change."""
+        if self._concatenated is None:
+            self._concatenated = torch.cat(self._chunks)
+        return self._concatenated
 
     def derived(self, key: str, make: Callable[[Backbone], object]) -> object:
         """The artefact `key`, made from the backbone by `make` the first time, then read from the
         cache (tensors, strings, bytes and plain containers)."""
-        derived = self._stored["derived"]
-        if key not in derived:
-            derived[key] = make(self.backbone)
-            save_torch(self.path, self._stored)
-        return derived[key]
+        path = self.directory / "derived" / f"{key}.pt"
+        if (stored := cache.read(path, _is_derived)) is None:
+            with cache.exclusive(self.directory / ".lock", f"making {self.name} {key}"):
+                if (stored := cache.read(path, _is_derived)) is None:
+                    stored = {"value": make(self.backbone)}
+                    save_torch(path, stored)
+        return stored["value"]
+
+
+def _is_derived(content: object) -> bool:
+    return isinstance(content, dict) and "value" in content

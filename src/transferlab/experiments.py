@@ -27,7 +27,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from torchinfo import summary
 
-from transferlab import backbones, cache, data, engine, models
+from transferlab import backbones, data, engine, models
+from transferlab.cache import root as machine_cache
 from transferlab.checkpoints import Checkpoints
 from transferlab.features import FeatureCache
 from transferlab.outputs import atomic_dir, save_torch, write_json, write_text
@@ -185,14 +186,14 @@ def train_transfer(params: Params, data_dir: Path, subsets_dir: Path, models_dir
                    cache_dir: Path | None = None) -> dict:
     """Run every experiment of the grid; backbone features are computed once per distinct image
     on this machine, and a rerun whose images are all cached never builds a backbone. `cache_dir`
-    defaults to the machine-wide cache (`cache.root()`)."""
+    defaults to the machine-wide cache."""
     dataset, subsets = data.load(data_dir), load_subsets(subsets_dir, "transfer_train", "test")
     p = params.transfer
     device = engine.select_device()
     n_classes = len(dataset.classes)
     test_labels = torch.as_tensor(dataset.test.labels[subsets["test"]])
     grid = expand_grid(params)
-    checkpoints = (Checkpoints(Path(cache_dir or cache.root()) / "heads", keep_every_epoch=True) if p.freeze
+    checkpoints = (Checkpoints(Path(cache_dir or machine_cache()) / "heads", keep_every_epoch=True) if p.freeze
                    else Checkpoints(CHECKPOINT_DIR / "train_transfer", keep_every_epoch=False))
     all_metrics = {}
     shutil.rmtree(runs_dir, ignore_errors=True)

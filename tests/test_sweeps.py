@@ -1,0 +1,104 @@
+"""DVC's sweeps on one machine-wide feature cache: the queue's workers share it, and damage to it
+is recomputed, never fatal. End to end, the real `dvc`, on a tiny generated dataset."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_image_folder
+from projects import commit_all, machine_cache, make_project, run, tiny_params
+
+from transferlab.features import FeatureCache
+
+pytestmark = pytest.mark.slow
+
+TEST_SIZE = 12
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> Path:
+    """A committed project after `dvc repro` of one experiment (lite0, 6 images, 1 epoch)."""
+    source = make_image_folder(tmp_path_factory.mktemp("data") / "images", classes=("red", "green", "blue"),
+                               n_train=20, n_test=8, size=24)
+    params = tiny_params(source)
+    params.update(train_size=6, epochs=1)
+    params["subset"]["test_size"] = TEST_SIZE
+    project = make_project(tmp_path_factory.mktemp("sweep") / "project", params)
+    run(["dvc", "repro"], project)
+    commit_all(project, "baseline")
+    return project
+
+
+def lite0_cache(cache_dir: Path) -> FeatureCache:
+    return FeatureCache("effnet_lite0", 32, cache_dir)
+
+
+def wait_for_queue(project: Path, env: dict, timeout: float = 600) -> str:
+    """Poll `dvc queue status` until nothing is queued or running; its last output."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run(["dvc", "queue", "status"], project, env_extra=env).stdout
+        if not any(state in status for state in ("Queued", "Running")):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+
+
+def experiments_shown(project: Path) -> dict[str, dict]:
+    """`dvc exp show --json`: experiment name -> its params and metrics (the baseline's are skipped)."""
+    shown = {}
+    for commit in json.loads(run(["dvc", "exp", "show", "--json"], project).stdout):
+        for experiment in commit.get("experiments") or []:
+            for revision in experiment["revs"]:
+                data = revision["data"]
+                shown[experiment["name"]] = {"params": data["params"]["params.yaml"]["data"],
+                                             "metrics": {path: m["data"] for path, m in data["metrics"].items()}}
+    return shown
+
+
+@pytest.mark.parametrize("damage", ["truncated feature shard", "garbage head state"])
+def test_a_damaged_cache_is_one_line_and_the_same_result(baseline, damage):
+    """(Before the sweep below, which changes the workspace.)"""
+    cache_dir = machine_cache(baseline)
+    if damage == "truncated feature shard":
+        [damaged] = lite0_cache(cache_dir).directory.glob("*.pt")
+        damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    else:
+        [damaged] = (cache_dir / "heads").glob("*/epoch_0001.pt")
+        damaged.write_bytes(b"garbage" * 100)
+    before = (baseline / "metrics/transfer.json").read_text()
+    result = run(["dvc", "repro", "--force", "--single-item", "train_transfer"], baseline)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    [notice] = [line for line in output.splitlines() if line.startswith("warning: cache entry")]
+    assert str(damaged) in notice and notice.endswith("removed, it will be recomputed")
+    assert (baseline / "metrics/transfer.json").read_text() == before
+
+
+def test_queued_experiments_run_in_parallel_on_one_cache(baseline):
+    # An empty machine-wide cache, so the two queued experiments are the first to need these images.
+    env = {"TRANSFERLAB_CACHE_DIR": str(baseline.parent / "sweep_cache")}
+    run(["dvc", "exp", "run", "--queue", "-S", "train_size=9,15"], baseline, env_extra=env)
+    run(["dvc", "queue", "start", "-j", "2"], baseline, env_extra=env)  # workers take the env from here
+    try:
+        status = wait_for_queue(baseline, env)
+    finally:
+        run(["dvc", "queue", "stop"], baseline, env_extra=env)
+    assert status.count("Success") == 2 and "Failed" not in status, status
+
+    shown = experiments_shown(baseline)
+    assert sorted(e["params"]["train_size"] for e in shown.values()) == [9, 15]
+    for experiment in shown.values():  # each with its own metrics, and the flat headline to sort by
+        size = experiment["params"]["train_size"]
+        assert list(experiment["metrics"]["metrics/transfer.json"]) == [f"{size}_images-effnet_lite0-1_epochs"]
+        best = experiment["metrics"]["metrics/best.json"]
+        assert 0 <= best["test_acc"] <= 1 and 0 <= best["tinyvgg_test_acc"] <= 1
+
+    # Both needed the test subset and the 9 images both subsets share: each is stored once.
+    stats = lite0_cache(Path(env["TRANSFERLAB_CACHE_DIR"])).stats()
+    assert stats["images"] == stats["entries"] == 15 + TEST_SIZE
+
+    # A later experiment that needs only images seen before computes nothing.
+    rerun = run(["dvc", "exp", "run", "-S", "train_size=12"], baseline, env_extra=env)
+    assert "computing" not in rerun.stderr + rerun.stdout
+    assert lite0_cache(Path(env["TRANSFERLAB_CACHE_DIR"])).stats() == stats

@@ -13,24 +13,22 @@ accuracy in each approach, and the queue's cost relative to the grid's (target <
   python bench/sweep.py --source ../shared/data/cifar10-jpg.tar.gz          # BENCHMARKS.md's run
   python bench/sweep.py --source DIR --models effnet_lite0 --train-sizes 6 9 --test-size 6 \\
       --image-size 32 --tinyvgg-size 12                                      # a smoke run
+
+(`python -m bench.sweep ...` is the same.) The project copy and timing are bench/project.py's,
+the printed report and its target bench/report.py's.
 """
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "src"))
-from projects import commit_all, make_project, project_env, tiny_params  # noqa: E402
+if not __package__:  # run as `python bench/sweep.py`: make the `bench` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transferlab.features import FeatureCache  # noqa: E402
-
-QUEUE_TARGET = 1.3
+from bench import report
+from bench.project import Project, bench_params
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,146 +49,102 @@ def parse_args(argv=None) -> argparse.Namespace:
 def baseline_params(args: argparse.Namespace) -> dict:
     """A one-experiment baseline: the sweep's first model on half its smallest train size (a point
     outside the sweep, which DVC would otherwise skip as unchanged)."""
-    params = tiny_params(Path(args.source))
-    params["data"] = {"source": str(Path(args.source).resolve()), "image_size": 32}
-    params["subset"] = {"tinyvgg_train_size": args.tinyvgg_size, "test_size": args.test_size}
-    params["tinyvgg"].update(epochs=1, hidden_units=10, batch_size=32)
-    params.update(model=args.models[0], train_size=min(args.train_sizes) // 2, epochs=args.epochs)
-    params["transfer"].update(image_size=args.image_size, batch_size=32, freeze=True)
-    return params
-
-
-class Bench:
-    """The project, its log, and commands timed in it with a given machine-wide cache."""
-
-    def __init__(self, project: Path, log: Path):
-        self.project, self.log = project, log
-
-    def run(self, command: list[str], cache_dir: Path) -> float:
-        """Run `command` in the project with `cache_dir` as the machine-wide cache; its wall time."""
-        env = {**project_env(self.project), "TRANSFERLAB_CACHE_DIR": str(cache_dir)}
-        with open(self.log, "a") as out:
-            out.write(f"\n$ {' '.join(command)}\n")
-            out.flush()
-            start = time.perf_counter()
-            code = subprocess.run(command, cwd=self.project, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
-            wall = time.perf_counter() - start
-        if code != 0:
-            raise SystemExit(f"{' '.join(command)} failed; see {self.log}")
-        return wall
-
-    def fresh_start(self, approach: str) -> Path:
-        """Back to the committed baseline, with DVC's run cache cleared (nothing an earlier approach
-        ran is restored); returns a new, empty machine-wide cache for `approach`."""
-        subprocess.run(["git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock"], cwd=self.project, check=True)
-        self.run(["dvc", "checkout", "--force"], self.project.parent / "cache_unused")
-        shutil.rmtree(self.project / ".dvc/cache/runs", ignore_errors=True)
-        cache_dir = self.project.parent / f"cache_{approach}"
-        shutil.rmtree(cache_dir, ignore_errors=True)
-        return cache_dir
-
-    def experiments(self) -> dict[str, dict]:
-        """Every experiment's test accuracies from `dvc exp show --json`, by experiment name, and
-        any that failed."""
-        shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], cwd=self.project,
-                                          env=project_env(self.project), capture_output=True, text=True,
-                                          check=True).stdout)
-        results = {}
-        for commit in shown:
-            for experiment in commit.get("experiments") or []:
-                for revision in experiment["revs"]:
-                    if revision.get("error"):
-                        raise SystemExit(f"experiment {experiment['name']} failed; see {self.log}")
-                    metrics = revision["data"]["metrics"]["metrics/transfer.json"]["data"]
-                    results[experiment["name"]] = {name: m["test_acc"] for name, m in metrics.items()}
-        return results
-
-
-def cache_stats(cache_dir: Path, args: argparse.Namespace) -> dict[str, dict]:
-    return {name: FeatureCache(name, args.image_size, cache_dir).stats() for name in args.models}
+    return bench_params(args.source, models=args.models[0], train_sizes=min(args.train_sizes) // 2,
+                        epochs=args.epochs, test_size=args.test_size, tinyvgg_size=args.tinyvgg_size,
+                        image_size=args.image_size)
 
 
 def as_list(values) -> str:
+    """`-S` list syntax: one experiment over all values (the in-stage grid)."""
     return "[" + ",".join(map(str, values)) + "]"
+
+
+def as_sweep(values) -> str:
+    """`-S` comma syntax with `--queue`: one queued experiment per value."""
+    return ",".join(map(str, values))
+
+
+# --- the three approaches: each runs the sweep and returns its wall time ---------------------------
+
+def run_grid(project: Project, args: argparse.Namespace, cache_dir: Path) -> float:
+    command = ["dvc", "exp", "run", "-S", f"model={as_list(args.models)}", "-S", f"train_size={as_list(args.train_sizes)}"]
+    return project.measure(command, cache_dir)["wall_s"]
+
+
+def run_sequential(project: Project, args: argparse.Namespace, cache_dir: Path) -> float:
+    return sum(project.measure(["dvc", "exp", "run", "-S", f"model={model}", "-S", f"train_size={size}"],
+                               cache_dir)["wall_s"]
+               for model in args.models for size in args.train_sizes)
+
+
+def run_queue(project: Project, args: argparse.Namespace, cache_dir: Path) -> float:
+    queue = ["dvc", "exp", "run", "--queue", "-S", f"model={as_sweep(args.models)}",
+             "-S", f"train_size={as_sweep(args.train_sizes)}"]
+    run_all = ["dvc", "exp", "run", "--run-all", "-j", str(args.jobs)]
+    return project.measure(queue, cache_dir)["wall_s"] + project.measure(run_all, cache_dir)["wall_s"]
+
+
+APPROACHES = {"grid": ("in-stage grid", run_grid), "sequential": ("sequential dvc exp run", run_sequential),
+              "queue": ("queue, {jobs} workers", run_queue)}
+
+
+# --- around each approach -------------------------------------------------------------------------
+
+def fresh_start(project: Project, approach: str) -> Path:
+    """Back to the committed baseline, with DVC's run cache cleared (nothing an earlier approach
+    ran is restored); returns a new, empty machine-wide cache for `approach`."""
+    project.git("checkout", "HEAD", "--", "params.yaml", "dvc.lock")
+    project.measure(["dvc", "checkout", "--force"], project.cache("unused"))
+    shutil.rmtree(project.path / ".dvc/cache/runs", ignore_errors=True)
+    return project.fresh_cache(approach)
+
+
+def experiments(project: Project) -> dict[str, dict[str, float]]:
+    """Every DVC experiment's test accuracies (metrics/transfer.json, by grid-experiment name), by
+    DVC experiment name, from `dvc exp show --json`; exits if one failed."""
+    results = {}
+    for commit in json.loads(project.output(["dvc", "exp", "show", "--json"])):
+        for experiment in commit.get("experiments") or []:
+            for revision in experiment["revs"]:
+                if revision.get("error"):
+                    raise SystemExit(f"experiment {experiment['name']} failed; see {project.log}")
+                metrics = revision["data"]["metrics"]["metrics/transfer.json"]["data"]
+                results[experiment["name"]] = {name: m["test_acc"] for name, m in metrics.items()}
+    return results
+
+
+def measure_approach(project: Project, args: argparse.Namespace, name: str) -> dict:
+    """One approach from a fresh start: its wall time, what its cache holds afterwards, and the test
+    accuracy of every grid experiment over the DVC experiments it made."""
+    description, run = APPROACHES[name]
+    print(f"{description.format(jobs=args.jobs)} ...", flush=True)
+    cache_dir = fresh_start(project, name)
+    before = set(experiments(project))
+    wall = run(project, args, cache_dir)
+    cache = project.run_phase("cache", {"models": args.models, "image_size": args.image_size}, cache_dir)["cache"]
+    test_acc = {}
+    for experiment, accuracies in experiments(project).items():
+        if experiment not in before:
+            test_acc.update(accuracies)
+    return {"wall_s": wall, "cache": cache, "test_acc": test_acc}
 
 
 def main(args: argparse.Namespace) -> dict:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-sweep-"))
-    project = make_project(workdir / "project", baseline_params(args))
-    bench = Bench(project, workdir / "bench.log")
-    print(f"work directory: {workdir} (log: {bench.log})", flush=True)
-    bench.run(["dvc", "repro"], workdir / "cache_baseline")  # setup, untimed: data, subsets, TinyVGG, baseline
-    commit_all(project, "baseline")
-    points = [(model, size) for model in args.models for size in args.train_sizes]
-    results = {}
+    project = Project.create(workdir, baseline_params(args))
+    print(f"work directory: {workdir} (log: {project.log})", flush=True)
+    project.measure(["dvc", "repro"], project.cache("baseline"))  # setup, untimed: data, subsets, TinyVGG, baseline
+    project.commit("baseline")
 
-    print("in-stage grid ...", flush=True)
-    cache_dir = bench.fresh_start("grid")
-    wall = bench.run(["dvc", "exp", "run", "-S", f"model={as_list(args.models)}",
-                      "-S", f"train_size={as_list(args.train_sizes)}"], cache_dir)
-    accuracy = json.loads((project / "metrics/transfer.json").read_text())
-    results["grid"] = {"wall_s": wall, "cache": cache_stats(cache_dir, args),
-                       "test_acc": {name: m["test_acc"] for name, m in accuracy.items()}}
-
-    print("sequential dvc exp run ...", flush=True)
-    cache_dir = bench.fresh_start("sequential")
-    before = set(bench.experiments())
-    wall = sum(bench.run(["dvc", "exp", "run", "-S", f"model={model}", "-S", f"train_size={size}"], cache_dir)
-               for model, size in points)
-    results["sequential"] = {"wall_s": wall, "cache": cache_stats(cache_dir, args),
-                             "test_acc": _merged(bench.experiments(), exclude=before)}
-
-    print(f"queue, {args.jobs} workers ...", flush=True)
-    cache_dir = bench.fresh_start("queue")
-    before = set(bench.experiments())
-    wall = bench.run(["dvc", "exp", "run", "--queue", "-S", f"model={','.join(args.models)}",
-                      "-S", f"train_size={','.join(map(str, args.train_sizes))}"], cache_dir)
-    wall += bench.run(["dvc", "exp", "run", "--run-all", "-j", str(args.jobs)], cache_dir)
-    results["queue"] = {"wall_s": wall, "cache": cache_stats(cache_dir, args),
-                        "test_acc": _merged(bench.experiments(), exclude=before)}
-
+    results = {name: measure_approach(project, args, name) for name in APPROACHES}
     results["config"] = {key: value for key, value in vars(args).items() if key not in ("workdir", "json")}
     results["config"]["source"] = str(args.source)
-    report(results, len(points))
+    report.sweep(results, len(args.models) * len(args.train_sizes))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return results
-
-
-def _merged(experiments: dict[str, dict], exclude: set[str]) -> dict[str, float]:
-    """Test accuracy by grid-experiment name over the DVC experiments not in `exclude`."""
-    merged = {}
-    for name, accuracies in experiments.items():
-        if name not in exclude:
-            merged.update(accuracies)
-    return merged
-
-
-def report(r: dict, n_points: int) -> None:
-    approaches = ("grid", "sequential", "queue")
-    print(f"\n== {n_points} experiments, three ways (same data, params and machine; each with an empty cache) ==")
-    print(f"{'approach':<11} {'wall s':>8} {'x grid':>7}   feature cache afterwards (images / stored entries)")
-    for name in approaches:
-        cache = ", ".join(f"{model} {s['images']:,} / {s['entries']:,}" for model, s in r[name]["cache"].items())
-        print(f"{name:<11} {r[name]['wall_s']:>8.1f} {r[name]['wall_s'] / r['grid']['wall_s']:>6.2f}x   {cache}")
-
-    print("\n== test accuracy per experiment ==")
-    names = sorted(r["grid"]["test_acc"])
-    for name in names:
-        print(f"{name:<34} " + "   ".join(f"{a} {r[a]['test_acc'].get(name, float('nan')):7.2%}" for a in approaches))
-
-    ratio = r["queue"]["wall_s"] / r["grid"]["wall_s"]
-    same = all(r[a]["test_acc"] == r["grid"]["test_acc"] for a in approaches)
-    once = all(s["images"] == s["entries"] for a in approaches for s in r[a]["cache"].values())
-    print("\n== targets ==")
-    for line, ok, target in [
-        (f"queue (-j {r['config']['jobs']}) / in-stage grid   {ratio:6.2f}x", ratio <= QUEUE_TARGET, f"<= {QUEUE_TARGET}x"),
-        ("every approach: the same test accuracy per experiment", same, "identical"),
-        ("every approach: each image through each backbone once", once, "entries = images"),
-    ]:
-        print(f"{line:<58} target {target:<16} {'met' if ok else 'MISSED'}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_image_folder
-from projects import ROOT, make_project, run, tiny_params, write_params
+from helpers.images import make_image_folder
+from helpers.projects import make_project, run, tiny_params, write_params
 
 from transferlab import models
 from transferlab.outputs import save_torch

@@ -1,28 +1,55 @@
-"""Smoke test: the benchmark script runs end to end on a tiny configuration and reports every part."""
+"""The benchmarks (bench/): a package of their own, and smoke runs of each on a tiny configuration."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import make_image_folder
-from projects import ROOT, project_env
-
-pytestmark = pytest.mark.slow
+from helpers.images import make_image_folder
+from helpers.projects import ROOT, project_env
 
 
-def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
-    source = make_image_folder(tmp_path / "images", n_train=10, n_test=6, size=16)
+def run_bench(script: str, args: list[str], tmp_path) -> tuple[subprocess.CompletedProcess, dict]:
+    """`python bench/SCRIPT.py ARGS --workdir tmp/work --json tmp/results.json`, as users type it;
+    its completed process and JSON results."""
     results_file = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench/grid.py"), "--source", str(source), "--models", "effnet_lite0",
-         "--train-sizes", "3", "6", "--epochs", "1", "2", "--test-size", "6", "--image-size", "32",
-         "--tinyvgg-size", "12", "--extract-rounds", "2", "--rounds", "2", "--workdir", str(tmp_path / "work"), "--json", str(results_file)],
-        cwd=tmp_path, env=project_env(tmp_path / "work/project"), capture_output=True, text=True, timeout=900)
+        [sys.executable, str(ROOT / "bench" / script), *args, "--workdir", str(tmp_path / "work"),
+         "--json", str(results_file)],
+        cwd=tmp_path, env=project_env(tmp_path / "work/project"), capture_output=True, text=True, timeout=900,
+        check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+    return result, json.loads(results_file.read_text())
+
+
+def test_bench_is_independent_of_the_tests():
+    """bench/ imports nothing from tests/, and copies the project from what git lists."""
+    code = ("import sys; import bench.grid, bench.sweep, bench.report, bench.project; "
+            "from bench.project import checkout_files; files = checkout_files(); "
+            "assert 'bench/project.py' in files and 'dvc.yaml' in files and 'src/transferlab/features.py' in files; "
+            "assert not any(f.startswith(('.venv/', '.dvc/cache/')) or f == 'dvc.lock' for f in files); "
+            "print(sorted(m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert str(ROOT / "tests") not in result.stdout
+
+
+def test_bench_phases_entry_point_explains_its_usage():
+    result = subprocess.run([sys.executable, "-m", "bench.phases", "nope"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode != 0
+    assert "usage: python -m bench.phases {course,floor,extract,profile,cache} CONFIG_JSON RESULT_JSON" in result.stderr
+
+
+@pytest.mark.slow
+def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
+    source = make_image_folder(tmp_path / "images", n_train=10, n_test=6, size=16)
+    result, results = run_bench("grid.py", [
+        "--source", str(source), "--models", "effnet_lite0", "--train-sizes", "3", "6", "--epochs", "1", "2",
+        "--test-size", "6", "--image-size", "32", "--tinyvgg-size", "12", "--extract-rounds", "2", "--rounds", "2",
+    ], tmp_path)
     for heading in ("approaches", "final test accuracy", "ratios and targets", "where the pipeline"):
         assert heading in result.stdout
-    results = json.loads(results_file.read_text())
     experiments = {f"{n}_images-effnet_lite0-{e}_epochs" for n in (3, 6) for e in (1, 2)}
     assert set(results["pipeline"]["test_acc"]) == experiments == set(results["course"]["test_acc"])
     # The default course reference keeps the frozen backbone in eval mode: the same model as the
@@ -44,3 +71,27 @@ def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
     for timings in (results["extract"]["bare_s"], results["extract"]["cache_s"]):
         assert len(timings["effnet_lite0"]) == 2 and min(timings["effnet_lite0"]) > 0
     assert sum(results["profile"]["breakdown_s"].values()) == pytest.approx(results["profile"]["total_s"], rel=0.01)
+
+
+@pytest.mark.slow
+def test_bench_sweep_runs_on_a_tiny_configuration(tmp_path):
+    source = make_image_folder(tmp_path / "images", n_train=10, n_test=6, size=16)
+    result, results = run_bench("sweep.py", [
+        "--source", str(source), "--models", "effnet_lite0", "--train-sizes", "6", "9", "--test-size", "6",
+        "--image-size", "32", "--tinyvgg-size", "12",
+    ], tmp_path)
+    for heading in ("2 experiments, three ways", "test accuracy per experiment", "targets"):
+        assert heading in result.stdout
+    assert "every approach: the same test accuracy per experiment" in result.stdout
+    experiments = {f"{n}_images-effnet_lite0-5_epochs" for n in (6, 9)}
+    approaches = ("grid", "sequential", "queue")
+    assert set(results) == {*approaches, "config"}
+    assert results["config"]["models"] == ["effnet_lite0"] and results["config"]["jobs"] == 2
+    for approach in approaches:
+        assert results[approach]["wall_s"] > 0
+        assert set(results[approach]["test_acc"]) == experiments
+        assert results[approach]["test_acc"] == results["grid"]["test_acc"]  # identical across approaches
+        # each approach starts from an empty cache; each image goes through the backbone once:
+        # the larger train subset (the smaller is nested in it) plus the test subset
+        assert results[approach]["cache"]["effnet_lite0"]["images"] == 9 + 6
+        assert results[approach]["cache"]["effnet_lite0"]["entries"] == 9 + 6

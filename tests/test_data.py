@@ -172,7 +172,7 @@ def test_class_names_come_from_folders_and_are_sorted(tmp_path, image_folder_fac
     reference = data.load_image_folder(root, SIZE)
     assert reference.classes == sorted(names)
     # Each label points at the class whose folder the image came from (checked by its colour).
-    from conftest import class_colour
+    from helpers.images import class_colour
 
     for label, cls in enumerate(reference.classes):
         mean = reference.train.images[reference.train.labels == label].reshape(-1, 3).mean(axis=0)

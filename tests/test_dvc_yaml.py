@@ -1,12 +1,17 @@
-"""dvc.yaml's code dependencies are checked, never trusted.
+"""dvc.yaml is checked, never trusted.
 
-For every stage whose `cmd` runs `stages/<name>.py`, the `src/transferlab/*.py` entries of its
-`deps` must equal the transferlab modules the script imports, transitively (so that editing any
-code a stage runs makes `dvc repro` rerun it, and editing code it doesn't run doesn't). Static
-`ast` parsing only: no subprocess, no imports of the package, no dvc.
+- Code: for every stage whose `cmd` runs `stages/<name>.py`, the `src/transferlab/*.py` entries of
+  its `deps` must equal the transferlab modules the script imports, transitively (so that editing
+  any code a stage runs makes `dvc repro` rerun it, and editing code it doesn't run doesn't).
+  Static `ast` parsing only.
+- Paths: each stage's `cmd` must parse as its script's paths object (`transferlab.paths`), and what
+  the object says the stage reads must be among its deps, what it writes exactly its outs, metrics
+  and plots.
 """
 import ast
+import importlib.util
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -143,3 +148,62 @@ def test_code_drift_catches_a_real_stage_losing_a_dep(stage_name):
     pruned = {**stage, "deps": [dep for dep in stage.get("deps", []) if dep != module]}
     message = f"stage {stage_name!r}: missing dep {module} (imported, not listed)"
     assert message in code_drift(stage_name, pruned)
+
+
+# --- each stage's cmd against its script's paths object -------------------------------------------
+
+def stage_paths_type(script: Path) -> type:
+    """The paths type a stage script parses its arguments into (its module's `PATHS`)."""
+    spec = importlib.util.spec_from_file_location(f"stage_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.PATHS
+
+
+def within(path: str, folder: str) -> bool:
+    """`path` is `folder` or inside it (a stage may name a folder whose files dvc.yaml lists)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def path_drift(stage_name: str, stage: dict) -> list[str]:
+    """Problems between a stage's `cmd` and its deps/outs, as messages naming the stage: what its
+    paths object reads must be deps, what it writes must be declared in the right section."""
+    from transferlab import paths
+
+    args = shlex.split(stage["cmd"])
+    parsed = paths.parse(stage_paths_type(ROOT / args[1]), "", args[2:])
+    reads = [str(path) for path in paths.reading(parsed)]
+    data_deps = [dep for dep in stage.get("deps", []) if not dep.endswith(".py")]
+    problems = [f"stage {stage_name!r}: reads {path}, which is not a dep"
+                for path in reads if not any(within(dep, path) for dep in data_deps)]
+    problems += [f"stage {stage_name!r}: dep {dep} is not among what its cmd reads"
+                 for dep in data_deps if not any(within(dep, path) for path in reads)]
+    for section, written in paths.writing(parsed).items():
+        written = [str(path) for path in written]
+        declared = [next(iter(entry)) if isinstance(entry, dict) else entry for entry in stage.get(section, [])]
+        problems += [f"stage {stage_name!r}: writes {path}, which is not in its {section}"
+                     for path in written if not any(within(out, path) for out in declared)]
+        problems += [f"stage {stage_name!r}: {section} lists {out}, which its cmd does not write there"
+                     for out in declared if not any(within(out, path) for path in written)]
+    return problems
+
+
+@pytest.mark.parametrize("stage_name", sorted(STAGES))
+def test_stage_cmd_matches_its_paths_and_outputs(stage_name):
+    problems = path_drift(stage_name, STAGES[stage_name])
+    assert not problems, "dvc.yaml cmd and deps/outs disagree:\n" + "\n".join(problems)
+
+
+def test_path_drift_reports_swapped_and_undeclared_paths():
+    stage = dict(STAGES["train_tinyvgg"])
+    swapped = stage["cmd"].replace("metrics/tinyvgg.json plots/tinyvgg.json", "plots/tinyvgg.json metrics/tinyvgg.json")
+    assert path_drift("t", {**stage, "cmd": swapped}) == [
+        "stage 't': writes plots/tinyvgg.json, which is not in its metrics",
+        "stage 't': metrics lists metrics/tinyvgg.json, which its cmd does not write there",
+        "stage 't': writes metrics/tinyvgg.json, which is not in its plots",
+        "stage 't': plots lists plots/tinyvgg.json, which its cmd does not write there",
+    ]
+    undeclared = {**stage, "outs": [out for out in stage["outs"] if out != "runs/tinyvgg"]}
+    assert path_drift("t", undeclared) == ["stage 't': writes runs/tinyvgg, which is not in its outs"]
+    no_input = {**stage, "cmd": stage["cmd"].replace("data/subsets ", "data/elsewhere ")}
+    assert "stage 't': reads data/elsewhere, which is not a dep" in path_drift("t", no_input)

@@ -170,7 +170,10 @@ def test_resume_from_history_continues_at_the_next_epoch():
         optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
         train, test = loaders(shuffle=True, generator=torch.Generator().manual_seed(3))
         calls = []
-        on_epoch = lambda epoch, h: calls.append(epoch)  # noqa: E731
+
+        def on_epoch(epoch, h):
+            calls.append(epoch)
+
         history = None
         for epochs in split:  # the same model, optimizer and loaders carry on between calls
             previous = copy.deepcopy(history)

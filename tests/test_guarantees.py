@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_image_folder
-from projects import locked_outputs, make_project, project_env, run, tiny_params
+from helpers.images import make_image_folder
+from helpers.projects import locked_outputs, make_project, project_env, run, tiny_params
 
 from transferlab.outputs import load_torch
 

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from transferlab import backbones, models
+from transferlab.classifier import Classifier
 from transferlab.outputs import load_torch, save_torch
 
 CLASSES = ["airplane", "cat", "dog"]
@@ -143,7 +144,7 @@ def test_tinyvgg_checkpoint_round_trips_into_classifier(tmp_path):
     assert loaded["config"] == {"hidden_units": 4, "image_size": 16}
 
     torch.manual_seed(1)  # the rebuilt model starts from other random weights
-    classifier = models.Classifier.from_file(path)
+    classifier = Classifier.from_file(path)
     assert classifier.kind == "tinyvgg" and classifier.classes == CLASSES
     assert classifier.data_image_size == 16
     assert classifier.backbone is None
@@ -187,7 +188,7 @@ def test_frozen_transfer_checkpoint_stores_only_the_head(tmp_path, lite0_32):
     # Far smaller than the backbone's weights (about 13 MB as float32).
     assert path.stat().st_size < 100_000
 
-    classifier = models.Classifier.from_file(path)
+    classifier = Classifier.from_file(path)
     assert classifier.data_image_size == 24
     assert not any(p.requires_grad for p in classifier.model.backbone.parameters())
     assert all(p.requires_grad for p in classifier.model.head.parameters())
@@ -210,7 +211,7 @@ def test_frozen_classifier_builds_its_backbone_only_when_the_full_model_is_used(
         built.append((name, image_size))
         return lite0_32
 
-    classifier = models.Classifier(checkpoint, load_backbone)
+    classifier = Classifier(checkpoint, load_backbone)
     features = torch.randn(4, 1280)
     with torch.no_grad():
         torch.testing.assert_close(classifier.head(features), model.eval().head(features), rtol=0, atol=0)
@@ -240,7 +241,7 @@ def test_finetuned_transfer_checkpoint_stores_and_restores_the_backbone(tmp_path
     assert "backbone.conv_stem.weight" in checkpoint["state_dict"]
     assert "head.1.weight" in checkpoint["state_dict"]
 
-    classifier = models.Classifier(checkpoint)
+    classifier = Classifier(checkpoint)
     assert torch.equal(classifier.model.backbone.conv_stem.weight, model.backbone.conv_stem.weight)
     assert all(p.requires_grad for p in classifier.model.parameters())
     images = _uint8_images(2, 32)
@@ -255,7 +256,7 @@ def test_classifier_transfer_preprocess_uses_backbone_transform(lite0_32):
     model = _transfer_model(lite0_32, 2, seed=0)
     checkpoint = models.transfer_checkpoint(model.head, ["a", "b"], "effnet_lite0", 32, frozen=True,
                                             data_image_size=40)
-    classifier = models.Classifier(checkpoint)
+    classifier = Classifier(checkpoint)
     inputs = classifier.preprocess(_uint8_images(2, 40))
     assert inputs.shape == (2, 3, 32, 32)  # resized and centre-cropped to the backbone's size
     assert inputs.dtype == torch.float32

@@ -4,8 +4,9 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import events, make_image_folder
-from projects import commit_all, make_project, run, tiny_params
+from helpers.images import make_image_folder
+from helpers.projects import commit_all, make_project, run, tiny_params
+from helpers.tensorboard import events
 
 EXPERIMENTS = ["9_images-effnet_lite0-1_epochs", "9_images-effnet_lite0-2_epochs",
                "15_images-effnet_lite0-1_epochs", "15_images-effnet_lite0-2_epochs"]

@@ -5,7 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transferlab import data, experiments, params, subsets
+from transferlab import data, params, subsets
+from transferlab.paths import TinyVGGPaths, TransferPaths
+from transferlab.tinyvgg import train_tinyvgg
+from transferlab.transfer import train_transfer
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
@@ -51,8 +54,9 @@ def test_archive_becomes_full_cifar10(prepared):
 
 @pytest.fixture(scope="module")
 def tinyvgg_metrics(workdir, real_params, prepared, monkeypatch_module) -> dict:
-    return experiments.train_tinyvgg(real_params, *prepared, workdir / "tinyvgg.pt", workdir / "tinyvgg.json",
-                                     workdir / "tinyvgg_plot.json", workdir / "runs/tinyvgg")
+    paths = TinyVGGPaths(*prepared, workdir / "tinyvgg.pt", workdir / "tinyvgg.json", workdir / "tinyvgg_plot.json",
+                         workdir / "runs/tinyvgg")
+    return train_tinyvgg(real_params, paths)
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +72,9 @@ def test_tinyvgg_on_10000_reaches_45_percent(tinyvgg_metrics):
 
 
 def test_lite0_on_500_beats_tinyvgg_on_10000(workdir, real_params, prepared, tinyvgg_metrics, monkeypatch_module):
-    results = experiments.train_transfer(
-        real_params, *prepared, workdir / "models", workdir / "transfer.json", workdir / "plots",
-        workdir / "runs/transfer", workdir / "summaries", workdir / "features")
+    paths = TransferPaths(*prepared, workdir / "models", workdir / "transfer.json", workdir / "plots",
+                          workdir / "runs/transfer", workdir / "summaries")
+    results = train_transfer(real_params, paths, workdir / "features")
     lite0 = results["500_images-effnet_lite0-5_epochs"]
     print(f"effnet_lite0, 500 train images, 5 epochs: test_acc {lite0['test_acc']:.4f}; "
           f"TinyVGG, 10,000: {tinyvgg_metrics['test_acc']:.4f}")

@@ -5,8 +5,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_image_folder
-from projects import commit_all, machine_cache, make_project, run, tiny_params
+from helpers.images import make_image_folder
+from helpers.projects import commit_all, machine_cache, make_project, run, tiny_params
 
 from transferlab.features import FeatureCache
 

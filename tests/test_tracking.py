@@ -2,7 +2,7 @@
 import json
 
 import torch
-from conftest import events
+from helpers.tensorboard import events
 from torch import nn
 from torch.utils.tensorboard._pytorch_graph import graph
 

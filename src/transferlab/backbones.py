@@ -66,8 +66,8 @@ def input_size(name: str, image_size: int | None = None) -> int:
 def load(name: str, image_size: int | None = None, pretrained: bool = True) -> Backbone:
     """Build a backbone with its ImageNet weights; `image_size` overrides the crop size.
 
-    The features' weights are stored channels-last: convolutions then run in that layout, 1.4x
-    (lite0) to 1.6x (lite2) faster on this project's CPU, and the layout GPUs prefer for convnets.
+    The features' weights are stored channels-last: convolutions run fastest in that layout on
+    this project's CPU (BENCHMARKS.md), and it is the layout GPUs prefer for convnets.
     """
     backbone_info = info(name)
     builder = _torchvision_effnet if name in ("effnet_b0", "effnet_b2") else _timm_lite

@@ -14,7 +14,7 @@ HISTORY_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 def seed_everything(seed: int, device: torch.device) -> None:
     """Seed every generator; on an accelerator, also ask for deterministic kernels. (The CPU
-    kernels used here are deterministic already, and the switch costs a ~2 s import there.)"""
+    kernels used here are deterministic already, and the switch costs a slow import there.)"""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

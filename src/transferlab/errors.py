@@ -18,10 +18,9 @@ def imports_without_gc():
     """Pause the garbage collector while an entry point imports its libraries, then freeze every
     object alive (at a process's start: what the imports made) out of later collections.
 
-    Importing torch makes about 180,000 long-lived objects (310,000 with the torch._dynamo that
-    torch.optim imports later). Collections during the imports free nothing, and every later full
-    collection would rescan them all. Measured here (14 alternating reruns): an epochs-only rerun
-    0.8-1.0 s (8-9 %) faster.
+    Importing torch makes hundreds of thousands of long-lived objects (more with the torch._dynamo
+    that torch.optim imports later). Collections during the imports free nothing, and every later
+    full collection would rescan them all (what that saves: BENCHMARKS.md).
     """
     gc.disable()
     try:
@@ -37,8 +36,7 @@ def run_cli(main: Callable[[], object]) -> None:
     Set TRANSFERLAB_DEBUG=1 to get the full traceback instead. After success, with every output
     written and closed, the garbage collector is frozen, so the interpreter's final collections skip
     what the entry point made since its imports (which `imports_without_gc` froze already); they
-    free nothing that matters. (Measured before that import-time freeze existed, when this one also
-    covered torch's objects: 0.3-0.5 s per stage here.)
+    free nothing that matters.
     """
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:

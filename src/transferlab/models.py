@@ -1,18 +1,15 @@
-"""Models: TinyVGG from scratch, transfer models (frozen backbone + new head), checkpoints.
+"""Models: TinyVGG from scratch, transfer models (a backbone + new head), their checkpoints.
 
 A checkpoint is a plain dict of tensors and primitives (loadable with weights_only=True):
 `kind`, `classes`, `config` (what rebuilds the model) and `state_dict`. A transfer model with a
-frozen backbone stores only its head's weights plus the backbone's name.
+frozen backbone stores only its head's weights plus the backbone's name. (`classifier.Classifier`
+rebuilds a model from its checkpoint.)
 """
-import functools
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
 
 from transferlab import backbones
-from transferlab.outputs import load_torch
 
 
 class TinyVGG(nn.Module):
@@ -96,70 +93,3 @@ def transfer_checkpoint(model: nn.Module, classes: list[str], backbone: str, ima
     config = {"backbone": backbone, "image_size": image_size, "frozen": frozen,
               "data_image_size": data_image_size}
     return {"kind": "transfer", "classes": classes, "config": config, "state_dict": model.state_dict()}
-
-
-class Classifier:
-    """A trained model rebuilt from a checkpoint, with the preprocessing its inputs need.
-
-    With a frozen backbone, `head` is ready at once and the pretrained backbone (and `model`) is
-    only built when first used: scoring cached features needs neither.
-    """
-
-    def __init__(self, checkpoint: dict, load_backbone=backbones.load):
-        """`load_backbone(name, image_size)` may share one frozen backbone between classifiers."""
-        self.checkpoint = checkpoint
-        self.kind = checkpoint["kind"]
-        self.classes = list(checkpoint["classes"])
-        self.config = dict(checkpoint["config"])
-        self._load_backbone = load_backbone
-        if self.kind == "tinyvgg":
-            self.backbone = None
-            self.model = TinyVGG(self.config["hidden_units"], len(self.classes), self.config["image_size"])
-            self.model.load_state_dict(checkpoint["state_dict"])
-            self.model.eval()
-        elif self.frozen:
-            self.head = transfer_head(self.config["backbone"], len(self.classes))
-            self.head.load_state_dict(checkpoint["state_dict"])
-            self.head.eval()
-        else:  # a fine-tuned checkpoint holds every weight: no pretrained download, no sharing
-            self.backbone = backbones.load(self.config["backbone"], self.config["image_size"], pretrained=False)
-            head = transfer_head(self.config["backbone"], len(self.classes))
-            self.model = TransferModel(self.backbone.features, head)
-            self.model.load_state_dict(checkpoint["state_dict"])
-            self.model.eval()
-
-    @property
-    def frozen(self) -> bool:
-        return self.kind == "transfer" and self.config["frozen"]
-
-    @functools.cached_property
-    def backbone(self) -> backbones.Backbone:
-        """The frozen pretrained backbone (set in __init__ for the other kinds)."""
-        backbone = self._load_backbone(self.config["backbone"], self.config["image_size"])
-        freeze(backbone.features)
-        return backbone
-
-    @functools.cached_property
-    def model(self) -> nn.Module:
-        """Frozen backbone + head (set in __init__ for the other kinds)."""
-        return TransferModel(self.backbone.features, self.head).eval()
-
-    def parameter_counts(self) -> dict[str, int]:
-        if self.frozen:
-            return frozen_transfer_parameters(self.config["backbone"], self.head)
-        return count_parameters(self.model)
-
-    @property
-    def data_image_size(self) -> int:
-        """The side length of the canonical images the model was trained on."""
-        return self.config.get("data_image_size", self.config.get("image_size"))
-
-    @classmethod
-    def from_file(cls, path: str | Path, load_backbone=backbones.load) -> "Classifier":
-        return cls(load_torch(path), load_backbone)
-
-    def preprocess(self, images: np.ndarray) -> torch.Tensor:
-        """N x H x W x 3 uint8 images -> the model's input batch."""
-        if self.kind == "tinyvgg":
-            return uint8_to_float(images)
-        return self.backbone.transform(torch.as_tensor(images).permute(0, 3, 1, 2))

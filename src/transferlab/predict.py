@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from transferlab.data import UNREADABLE_IMAGE_ERRORS, decode_image
 from transferlab.errors import UserError
-from transferlab.models import Classifier
+from transferlab.classifier import Classifier
 
 DEFAULT_MODEL = Path("models/best.pt")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository root (this file: tests/helpers/)
 PROJECT_FILES = ["stages", "src", "dvc.yaml", "params.yaml", ".dvc", ".dvcignore", ".gitignore", "pyproject.toml"]
 GIT_IDENTITY = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
 

@@ -1,9 +1,9 @@
-"""evaluation: the ranking rule and the leaderboard."""
+"""selection: the ranking rule and the leaderboard."""
 import random
 
 import pytest
 
-from transferlab.evaluation import leaderboard_markdown, rank, ranking_key
+from transferlab.selection import leaderboard_markdown, rank, ranking_key
 
 
 def m(acc, loss, total, trainable=None):

@@ -1,64 +1,19 @@
-"""experiments: the grid, `fit`'s checkpoint/resume, and train_transfer."""
+"""training: `fit`'s per-epoch states, resume, continuation, and damaged states."""
 import copy
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from transferlab import engine, params
 from transferlab.checkpoints import Checkpoints
-from transferlab.experiments import Experiment, expand_grid, fit
 from transferlab.outputs import load_torch, save_torch
+from transferlab.training import TrainingRun, fit
 
-PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 CPU = torch.device("cpu")
 
-
-def grid_params(**axes) -> params.Params:
-    raw = yaml.safe_load(PARAMS_YAML.read_text())
-    raw.update(axes)
-    return params.parse(raw)
-
-
-# --- the grid -------------------------------------------------------------------------------------
-
-def test_experiment_names():
-    experiment = Experiment("effnet_b0", 500, 5)
-    assert experiment.run_name == "500_images/effnet_b0/5_epochs"
-    assert experiment.name == "500_images-effnet_b0-5_epochs"
-
-
-def test_expand_grid_with_scalar_axes_is_one_experiment():
-    grid = expand_grid(grid_params(model="effnet_b0", train_size=500, epochs=5))
-    assert grid == [Experiment("effnet_b0", 500, 5)]
-    assert [e.name for e in grid] == ["500_images-effnet_b0-5_epochs"]
-    assert [e.run_name for e in grid] == ["500_images/effnet_b0/5_epochs"]
-
-
-def test_expand_grid_with_list_axes_is_every_combination_in_order():
-    grid = expand_grid(grid_params(model=["effnet_b0", "effnet_lite0"], train_size=[500, 1000], epochs=[5, 10]))
-    assert len(grid) == 8
-    assert [e.name for e in grid] == [
-        "500_images-effnet_b0-5_epochs", "500_images-effnet_b0-10_epochs",
-        "1000_images-effnet_b0-5_epochs", "1000_images-effnet_b0-10_epochs",
-        "500_images-effnet_lite0-5_epochs", "500_images-effnet_lite0-10_epochs",
-        "1000_images-effnet_lite0-5_epochs", "1000_images-effnet_lite0-10_epochs",
-    ]
-    assert grid[2] == Experiment(model="effnet_b0", train_size=1000, epochs=5)
-    assert grid[5].run_name == "500_images/effnet_lite0/10_epochs"
-
-
-def test_expand_grid_mixes_scalar_and_list_axes():
-    grid = expand_grid(grid_params(model="effnet_lite2", train_size=[100, 50, 200], epochs=3))
-    assert grid == [Experiment("effnet_lite2", 100, 3), Experiment("effnet_lite2", 50, 3),
-                    Experiment("effnet_lite2", 200, 3)]
-    assert len({e.name for e in grid}) == 3
-
-
-# --- fit: checkpoint and resume -------------------------------------------------------------------
 
 class RecordingRun:
     """Stands in for TensorBoardRun: records which epochs are logged."""
@@ -91,7 +46,7 @@ def make_model(init_seed=0, width=8):
 def run_fit(directory, epochs=4, init_seed=0, seed=7, train=TRAIN, setting=None, width=8, keep_every_epoch=False):
     model = make_model(init_seed, width)
     run = RecordingRun()
-    history = fit(model, train, TEST, setting or settings(), epochs, seed, CPU, run,
+    history = fit(TrainingRun(model, train, TEST, setting or settings(), seed), epochs, CPU, run,
                   Checkpoints(directory, keep_every_epoch), desc="t")
     return history, model.state_dict(), run
 
@@ -249,87 +204,8 @@ def test_fit_trains_only_the_trainable_parameters(tmp_path):
     model = make_model()
     model[0].requires_grad_(False)
     frozen = copy.deepcopy(model[0].state_dict())
-    fit(model, TRAIN, TEST, settings(), 2, 7, CPU, RecordingRun(), Checkpoints(tmp_path, False), desc="t")
+    fit(TrainingRun(model, TRAIN, TEST, settings(), 7), 2, CPU, RecordingRun(), Checkpoints(tmp_path, False), desc="t")
     assert_same_state(model[0].state_dict(), frozen)
     assert not torch.equal(model[3].weight, make_model()[3].weight)
 
 
-# --- train_transfer -------------------------------------------------------------------------------
-
-@pytest.fixture
-def grid_run(tmp_path, monkeypatch, image_folder_factory):
-    """train_transfer(**overrides) on 6 tiny train images of 3 classes, lite0 at 32 px, with the
-    cache folder `cache`; each call writes into its own folder and returns (results, that folder)."""
-    from transferlab import data, subsets
-    from transferlab.experiments import train_transfer
-
-    monkeypatch.chdir(tmp_path)
-    dataset = data.load_image_folder(image_folder_factory(tmp_path / "images", n_train=4, n_test=2, size=8), 8)
-    data.save(dataset, tmp_path / "prepared")
-    subsets.save(subsets.make_subsets(dataset.train.labels, dataset.test.labels, 3, 0, 6, (6,), 6),
-                 tmp_path / "subsets")
-    calls = []
-
-    def run(freeze=True, cache="features", **axes):
-        raw = yaml.safe_load(PARAMS_YAML.read_text())
-        raw.update(model="effnet_lite0", train_size=6, **axes)
-        raw["transfer"].update(freeze=freeze, image_size=32, batch_size=3)
-        out = tmp_path / f"run{len(calls)}"
-        calls.append(out)
-        results = train_transfer(params.parse(raw), tmp_path / "prepared", tmp_path / "subsets", out / "models",
-                                 out / "metrics.json", out / "plots", out / "runs", out / "summaries",
-                                 tmp_path / cache)
-        return results, out
-    run.dataset = dataset
-    return run
-
-
-def assert_same_experiment(name, results, out, other_results, other_out):
-    assert results[name] == other_results[name]
-    assert_same_state(load_torch(out / "models" / f"{name}.pt")["state_dict"],
-                      load_torch(other_out / "models" / f"{name}.pt")["state_dict"])
-    assert (out / "plots" / f"{name}.json").read_text() == (other_out / "plots" / f"{name}.json").read_text()
-
-
-def test_grid_trains_each_model_and_size_once_to_its_longest_epochs(grid_run, monkeypatch):
-    steps = counting_steps(monkeypatch)
-    results, out = grid_run(epochs=[3, 1])
-    assert len(steps) == 3  # not 1 + 3: the 3-epoch run continues the 1-epoch one
-    assert list(results) == ["6_images-effnet_lite0-3_epochs", "6_images-effnet_lite0-1_epochs"]  # grid order
-    assert list(saved_epochs("features/heads").values()) == [[1, 2, 3]]  # the heads' states are kept
-    assert not Path("checkpoints").exists()
-    for epochs in (1, 3):  # each equals the experiment trained alone, from nothing
-        name = f"6_images-effnet_lite0-{epochs}_epochs"
-        assert_same_experiment(name, results, out, *grid_run(epochs=epochs, cache=f"alone{epochs}"))
-
-
-def test_a_rerun_with_other_epochs_trains_only_epochs_never_trained(grid_run, monkeypatch):
-    grid_run(epochs=[1, 3])
-    steps = counting_steps(monkeypatch)
-    results, out = grid_run(epochs=[2, 5])
-    assert len(steps) == 2  # epoch 2 is kept; epochs 4 and 5 continue from epoch 3
-    assert list(saved_epochs("features/heads").values()) == [[1, 2, 3, 4, 5]]
-    fresh = grid_run(epochs=[2, 5], cache="fresh")
-    assert len(steps) == 2 + 5
-    for epochs in (2, 5):
-        assert_same_experiment(f"6_images-effnet_lite0-{epochs}_epochs", results, out, *fresh)
-
-
-def test_fine_tuning_trains_the_whole_network_and_exports_it(grid_run, tmp_path):
-    from transferlab import evaluation
-    from transferlab.models import Classifier
-
-    results, out = grid_run(freeze=False, epochs=1)
-    metrics = results["6_images-effnet_lite0-1_epochs"]
-    assert metrics["trainable_params"] == metrics["total_params"]  # nothing frozen
-    cache_dir = tmp_path / "features/features/effnet_lite0_32px"
-    assert not list(cache_dir.glob("*.pt"))  # no features: images go through the network instead
-    assert {p.stem for p in (cache_dir / "derived").glob("*.pt")} == {"summary_3_classes", "graph_3_classes"}
-    assert not (tmp_path / "features/heads").exists()  # a whole network's states are not kept ...
-    assert not Path("checkpoints/train_transfer").exists()  # ... and its resume point goes with the stage
-    checkpoint = load_torch(out / "models/6_images-effnet_lite0-1_epochs.pt")
-    assert checkpoint["config"]["frozen"] is False
-    assert any(key.startswith("backbone.") for key in checkpoint["state_dict"])  # the whole network
-    classifier = Classifier(checkpoint)
-    logits = evaluation.logits_on(classifier, grid_run.dataset.test.images[:2], tmp_path / "features", CPU)
-    assert logits.shape == (2, 3)

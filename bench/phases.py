@@ -1,0 +1,227 @@
+"""What the benchmarks run in a child process inside the project copy, on the copy's own code.
+
+Entry point (`Project.run_phase` calls it; cwd: the project copy, after its `dvc repro`):
+
+  python -m bench.phases PHASE CONFIG_JSON RESULT_JSON
+
+runs PHASES[PHASE] on the JSON object CONFIG_JSON and writes what it returns, as JSON, to the file
+RESULT_JSON. Each phase is its own process so that its wall time and peak memory are measured from
+outside, like the pipeline's commands. The grid benchmark's in-process approaches:
+  course   - Bourke's chapter 07 loop, the reference the pipeline is compared with;
+  floor    - one bare inference pass of each backbone over each distinct image;
+  extract  - the pipeline's feature extraction (FeatureCache, cold) against that bare loop;
+  profile  - a cProfile of the train_transfer stage (cold machine-wide cache: the caller gives it
+             an empty TRANSFERLAB_CACHE_DIR).
+And the sweep benchmark's count of what a machine-wide cache holds:
+  cache    - FeatureCache.stats() of each model in $TRANSFERLAB_CACHE_DIR.
+
+CONFIG_JSON keys: models, train_sizes, epochs, image_size, batch_size, seed, optimizer, lr,
+course_bn, extract_rounds (grid phases); models, image_size (cache).
+"""
+import cProfile
+import itertools
+import json
+import pstats
+import runpy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# The train_transfer profile, by (file, function): where a cold run's time goes.
+PROFILED = {
+    "backbone feature extraction": ("features.py", "compute"),
+    "head training (engine.train, with per-epoch checkpoints)": ("engine.py", "train"),
+    "TensorBoard graph tracing": ("tracking.py", "trace_graph"),
+    "torchinfo summaries": ("transfer.py", "model_summaries"),
+    "building backbones (timm/torchvision imports, weights)": ("backbones.py", "load"),
+    "TensorBoard hparams/close": ("tracking.py", "log_hparams"),
+}
+TRAIN_TRANSFER = ["stages/train_transfer.py", "data/prepared", "data/subsets", "bench_models", "bench_metrics.json",
+                  "bench_plots", "bench_runs", "bench_summaries"]
+
+
+# --- the grid's data ------------------------------------------------------------------------------
+
+def as_tensor(images) -> torch.Tensor:
+    """N x H x W x 3 uint8 (the pipeline's layout) as N x 3 x H x W."""
+    return torch.as_tensor(images).permute(0, 3, 1, 2)
+
+
+def load_grid_data(config: dict) -> dict:
+    """The images and labels the pipeline's grid used (from the copy's `dvc repro`): the train
+    subsets, their union, and the test subset."""
+    from transferlab import data
+    from transferlab import subsets as subset_files
+
+    dataset = data.load("data/prepared")
+    subsets = subset_files.load("data/subsets", "transfer_train", "test")
+    train = {n: subsets["transfer_train"][str(n)] for n in config["train_sizes"]}
+    union = sorted(set().union(*train.values()))
+    test = subsets["test"]
+    return {
+        "union": as_tensor(dataset.train.images[union]),
+        "test": (as_tensor(dataset.test.images[test]), torch.as_tensor(dataset.test.labels[test])),
+        "train": {n: (as_tensor(dataset.train.images[idx]), torch.as_tensor(dataset.train.labels[idx]))
+                  for n, idx in train.items()},
+        "n_classes": len(dataset.classes),
+    }
+
+
+def distinct_images(config: dict):
+    """Every distinct image the grid uses, laid out as the pipeline holds them (N x H x W x 3 uint8)."""
+    import numpy as np
+
+    grid = load_grid_data(config)
+    return np.ascontiguousarray(torch.cat([grid["union"], grid["test"][0]]).permute(0, 2, 3, 1).numpy())
+
+
+def bare_pass(backbone, images, batch_size: int) -> None:
+    """One bare inference pass over N x H x W x 3 uint8 images, batches fed as the pipeline feeds them."""
+    with torch.inference_mode():
+        for first in range(0, len(images), batch_size):
+            backbone.features(backbone.transform(as_tensor(images[first:first + batch_size])))
+
+
+# --- course ---------------------------------------------------------------------------------------
+
+class EvalModeBackbone(nn.Module):
+    """A frozen backbone that stays in eval mode when the model around it is put in train mode."""
+
+    def __init__(self, features: nn.Module):
+        super().__init__()
+        self.features = features.eval()
+
+    def train(self, mode: bool = True) -> "EvalModeBackbone":
+        return super().train(False)
+
+    def forward(self, x):
+        return self.features(x)
+
+
+def course_model(name: str, n_classes: int, config: dict, device) -> tuple[nn.Module, nn.Module]:
+    """A fresh pretrained model as the course builds it: frozen backbone, new head (seeded as the
+    pipeline's is); `course_bn` frozen keeps the backbone in eval mode, train lets model.train()
+    switch its BatchNorm layers to batch statistics. Returns (model, head)."""
+    from transferlab import backbones, engine, models
+
+    backbone = backbones.load(name, config["image_size"])
+    models.freeze(backbone.features)
+    features = EvalModeBackbone(backbone.features) if config["course_bn"] == "frozen" else backbone.features
+    engine.seed_everything(config["seed"], device)
+    head = models.make_head(backbone.num_features, n_classes, backbone.info.dropout)
+    return nn.Sequential(backbone.transform, models.TransferModel(features, head)), head
+
+
+def phase_course(config: dict) -> dict:
+    """Bourke ch. 07: a fresh model per experiment; every epoch runs every batch through it all."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from transferlab import engine
+
+    grid = load_grid_data(config)
+    device = engine.select_device()
+    accuracies = {}
+    for name, size, epochs in itertools.product(config["models"], config["train_sizes"], config["epochs"]):
+        model, head = course_model(name, grid["n_classes"], config, device)
+        train_loader = DataLoader(TensorDataset(*grid["train"][size]), batch_size=config["batch_size"],
+                                  shuffle=True, generator=torch.Generator().manual_seed(config["seed"]))
+        test_loader = DataLoader(TensorDataset(*grid["test"]), batch_size=config["batch_size"])
+        optimizer = engine.make_optimizer(config["optimizer"], head.parameters(), config["lr"])
+        history = engine.train(model, train_loader, test_loader, nn.CrossEntropyLoss(), optimizer, epochs,
+                               device, desc=f"course {name} {size} {epochs}")
+        accuracies[f"{size}_images-{name}-{epochs}_epochs"] = history["test_acc"][-1]
+    return {"test_acc": accuracies}
+
+
+# --- floor and extraction -------------------------------------------------------------------------
+
+def phase_floor(config: dict) -> dict:
+    """The floor: one bare inference pass of each backbone over each distinct image."""
+    from transferlab import backbones
+
+    images = distinct_images(config)
+    for name in config["models"]:
+        bare_pass(backbones.load(name, config["image_size"]), images, config["batch_size"])
+    return {"images": len(images)}
+
+
+def timed(function, *args) -> float:
+    """The wall time of `function(*args)`, in seconds."""
+    start = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - start
+
+
+def cold_extraction(backbone, name: str, images, config: dict) -> None:
+    """The pipeline's FeatureCache.get on an empty cache of its own, with `backbone` already built."""
+    from transferlab.features import FeatureCache
+
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cache = FeatureCache(name, config["image_size"], cache_dir, load=lambda *_: backbone)
+        cache.get(images, config["batch_size"], torch.device("cpu"))
+
+
+def phase_extract(config: dict) -> dict:
+    """The pipeline's feature extraction (FeatureCache, cold) against the bare loop on the same
+    backbone, images and batch size; rounds alternate the two, so drifts in machine speed hit both."""
+    from transferlab import backbones
+
+    images = distinct_images(config)
+    bare, cached = {}, {}
+    for name in config["models"]:
+        backbone = backbones.load(name, config["image_size"])
+        bare[name], cached[name] = [], []
+        for _ in range(config["extract_rounds"]):
+            bare[name].append(timed(bare_pass, backbone, images, config["batch_size"]))
+            cached[name].append(timed(cold_extraction, backbone, name, images, config))
+    return {"images": len(images), "bare_s": bare, "cache_s": cached}
+
+
+# --- profile --------------------------------------------------------------------------------------
+
+def phase_profile(config: dict) -> dict:
+    """cProfile of the train_transfer stage, run as DVC runs it (its outputs go to bench_* paths):
+    its total time and the part of it spent in each of PROFILED's functions."""
+    sys.argv = list(TRAIN_TRANSFER)
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    runpy.run_path(TRAIN_TRANSFER[0], run_name="__main__")
+    profiler.disable()
+    total = time.perf_counter() - start
+    stats = pstats.Stats(profiler).stats
+    breakdown = {label: sum(row[3] for (file, _, func), row in stats.items()
+                            if file.endswith(filename) and func == function)
+                 for label, (filename, function) in PROFILED.items()}
+    breakdown["everything else (imports, data loading, ...)"] = max(0.0, total - sum(breakdown.values()))
+    return {"total_s": total, "breakdown_s": breakdown}
+
+
+# --- the sweep's cache count ----------------------------------------------------------------------
+
+def phase_cache(config: dict) -> dict:
+    """What the machine-wide cache ($TRANSFERLAB_CACHE_DIR) holds, per model: distinct images,
+    stored entries and shards (FeatureCache.stats)."""
+    from transferlab.features import FeatureCache
+
+    return {"cache": {name: FeatureCache(name, config["image_size"]).stats() for name in config["models"]}}
+
+
+PHASES = {"course": phase_course, "floor": phase_floor, "extract": phase_extract, "profile": phase_profile,
+          "cache": phase_cache}
+
+
+def main(argv: list[str]) -> None:
+    """`PHASE CONFIG_JSON RESULT_JSON`: run the phase, write its result."""
+    if len(argv) != 3 or argv[0] not in PHASES:
+        raise SystemExit(f"usage: python -m bench.phases {{{','.join(PHASES)}}} CONFIG_JSON RESULT_JSON")
+    phase, config_json, result_file = argv
+    Path(result_file).write_text(json.dumps(PHASES[phase](json.loads(config_json))))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

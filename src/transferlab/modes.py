@@ -1,0 +1,94 @@
+"""Frozen or fine-tuned: the one place that decides how a pretrained backbone is used.
+
+- `FrozenBackbone` (`transfer.freeze: true`): a model's inputs are the backbone's pooled features,
+  computed once per image on this machine (the feature cache); the new head alone trains and is
+  saved. Heads are small, so every epoch's training state is kept in the machine-wide cache, where
+  a later run that changes only `epochs`, in any workspace, finds it.
+- `FineTunedBackbone` (`false`): inputs are the images, transformed on the fly every epoch; the
+  whole network trains and is saved. Only its newest state is kept, under
+  `checkpoints/train_transfer/`, as a resume point until the stage completes.
+
+Training (`transfer.py`) and scoring (`evaluation.py`) both ask `backbone_mode` which one applies.
+"""
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferlab import models
+from transferlab.cache import root as machine_cache
+from transferlab.checkpoints import Checkpoints
+from transferlab.classifier import Classifier
+from transferlab.features import FeatureCache
+
+FINE_TUNING_CHECKPOINTS = Path("checkpoints/train_transfer")
+
+
+class BackboneMode:
+    """How one backbone (its feature cache) is used; batches of `batch_size` on `device`."""
+
+    def __init__(self, cache: FeatureCache, batch_size: int, device: torch.device):
+        self.cache, self.batch_size, self.device = cache, batch_size, device
+
+
+class FrozenBackbone(BackboneMode):
+    """Inputs are cached features; the network that trains, scores and is saved is the head."""
+
+    @staticmethod
+    def checkpoints(cache_dir: Path | None) -> Checkpoints:
+        return Checkpoints(Path(cache_dir or machine_cache()) / "heads", keep_every_epoch=True)
+
+    def inputs(self, images: np.ndarray) -> torch.Tensor:
+        return self.cache.get(images, self.batch_size, self.device)
+
+    def network(self, head: nn.Module) -> nn.Module:
+        return head
+
+    def saved(self, network: nn.Module) -> nn.Module:
+        return network
+
+    def parameter_counts(self, network: nn.Module) -> dict[str, int]:
+        return models.frozen_transfer_parameters(self.cache.name, network)
+
+    @staticmethod
+    def scorer(classifier: Classifier) -> nn.Module:
+        """The part of a trained classifier that maps these inputs to logits."""
+        return classifier.head
+
+
+class FineTunedBackbone(BackboneMode):
+    """Inputs are images (N x 3 x H x W uint8); the whole network, transform first, trains."""
+
+    def __init__(self, cache: FeatureCache, batch_size: int, device: torch.device):
+        super().__init__(cache, batch_size, device)
+        # Built now, before any experiment seeds the RNG: building draws random initial weights, so
+        # building it later (when the cache spared an earlier build) would change the results.
+        self.backbone = cache.backbone
+
+    @staticmethod
+    def checkpoints(cache_dir: Path | None) -> Checkpoints:
+        return Checkpoints(FINE_TUNING_CHECKPOINTS, keep_every_epoch=False)
+
+    def inputs(self, images: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(images).permute(0, 3, 1, 2)
+
+    def network(self, head: nn.Module) -> nn.Module:
+        """A copy of the pretrained features with `head`, after the backbone's transform."""
+        features = copy.deepcopy(self.backbone.features)
+        return nn.Sequential(self.backbone.transform, models.TransferModel(features, head))
+
+    def saved(self, network: nn.Module) -> nn.Module:
+        return network[1]  # the TransferModel: the transform has no weights
+
+    def parameter_counts(self, network: nn.Module) -> dict[str, int]:
+        return models.count_parameters(self.saved(network))
+
+    @staticmethod
+    def scorer(classifier: Classifier) -> nn.Module:
+        return nn.Sequential(classifier.backbone.transform, classifier.model)
+
+
+def backbone_mode(freeze: bool) -> type[BackboneMode]:
+    return FrozenBackbone if freeze else FineTunedBackbone

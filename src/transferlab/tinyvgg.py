@@ -1,0 +1,54 @@
+"""The train_tinyvgg stage: the from-scratch baseline on the TinyVGG subset, at native resolution.
+
+Its newest training state is kept under `checkpoints/train_tinyvgg/` (a resume point for an
+interrupted run), deleted once all of the stage's outputs are written.
+"""
+import shutil
+from pathlib import Path
+
+import torch
+from torch.utils.data import TensorDataset
+
+from transferlab import data, engine, models
+from transferlab.checkpoints import Checkpoints
+from transferlab.outputs import save_torch, write_json
+from transferlab.params import Params
+from transferlab.paths import TinyVGGPaths
+from transferlab.subsets import load as load_subsets
+from transferlab.tracking import TensorBoardRun, final_metrics, trace_graph, write_history
+from transferlab.training import TrainingRun, fit, hparam_metrics
+
+CHECKPOINTS = Path("checkpoints/train_tinyvgg")
+
+
+def train_tinyvgg(params: Params, paths: TinyVGGPaths) -> dict:
+    """Train TinyVGG from scratch; write model, metrics, plots and its TensorBoard run."""
+    dataset = data.load(paths.dataset_dir)
+    subsets = load_subsets(paths.subsets_dir, "tinyvgg_train", "test")
+    train_set = _tensors(dataset.train, subsets["tinyvgg_train"])
+    test_set = _tensors(dataset.test, subsets["test"])
+    p = params.tinyvgg
+    image_size = dataset.train.images.shape[1]
+    device = engine.select_device()
+    engine.seed_everything(params.seed, device)
+    model = models.TinyVGG(p.hidden_units, len(dataset.classes), image_size)
+    board = TensorBoardRun(paths.runs_dir)
+    board.log_graph(trace_graph(model, test_set.tensors[0][:1]))
+    checkpoints = Checkpoints(CHECKPOINTS, keep_every_epoch=False)
+    history = fit(TrainingRun(model, train_set, test_set, p, params.seed), p.epochs, device, board, checkpoints,
+                  desc="tinyvgg")
+    metrics = final_metrics(history) | models.count_parameters(model)
+    board.log_hparams({"model": "tinyvgg", "train_size": len(train_set), "epochs": p.epochs,
+                       "hidden_units": p.hidden_units, "optimizer": p.optimizer, "lr": p.lr,
+                       "batch_size": p.batch_size}, hparam_metrics(metrics))
+    board.close()
+    save_torch(paths.model_file, models.tinyvgg_checkpoint(model.cpu(), dataset.classes, p.hidden_units, image_size))
+    write_history(paths.plots_file, history)
+    write_json(paths.metrics_file, metrics)
+    shutil.rmtree(checkpoints.directory, ignore_errors=True)
+    return metrics
+
+
+def _tensors(split: data.Split, indices: list[int]) -> TensorDataset:
+    """TinyVGG's inputs (floats in [0, 1]) and labels for `indices` of a split."""
+    return TensorDataset(models.uint8_to_float(split.images[indices]), torch.as_tensor(split.labels[indices]))

@@ -1,0 +1,156 @@
+"""The train_transfer stage: the grid of pretrained backbones with new heads, on the one engine.
+
+Every combination of the axes `model`, `train_size` and `epochs` is one experiment. Per backbone,
+every distinct image the grid needs goes through it once (when frozen: see `modes`), then each
+experiment trains on those inputs. Experiments that differ only in `epochs` share one training run:
+the shortest trains first, and the next continues from its saved state (`training.fit`).
+"""
+import copy
+import itertools
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+from torchinfo import summary
+
+from transferlab import backbones, data, engine, models
+from transferlab.features import FeatureCache
+from transferlab.modes import BackboneMode, backbone_mode
+from transferlab.outputs import atomic_dir, save_torch, write_json, write_text
+from transferlab.params import Params
+from transferlab.paths import TransferPaths
+from transferlab.subsets import load as load_subsets
+from transferlab.tracking import TensorBoardRun, final_metrics, trace_graph, write_history
+from transferlab.training import TrainingRun, fit, hparam_metrics
+
+
+@dataclass(frozen=True)
+class Experiment:
+    model: str
+    train_size: int
+    epochs: int
+
+    @property
+    def run_name(self) -> str:
+        """TensorBoard run path, course style: 500_images/effnet_b0/5_epochs."""
+        return f"{self.train_size}_images/{self.model}/{self.epochs}_epochs"
+
+    @property
+    def name(self) -> str:
+        return self.run_name.replace("/", "-")
+
+
+def expand_grid(params: Params) -> list[Experiment]:
+    """Every combination of the grid axes `model`, `train_size`, `epochs`."""
+    return [Experiment(*combo) for combo in itertools.product(params.model, params.train_size, params.epochs)]
+
+
+def train_transfer(params: Params, paths: TransferPaths, cache_dir: Path | None = None) -> dict[str, dict]:
+    """Run every experiment of the grid; write models, metrics, plots, TensorBoard runs and model
+    summaries. `cache_dir`: the machine-wide cache, by default `cache.root()`."""
+    grid = expand_grid(params)
+    context = GridContext(params, paths, cache_dir)
+    results = {}
+    shutil.rmtree(paths.runs_dir, ignore_errors=True)
+    with (atomic_dir(paths.models_dir) as models_dir, atomic_dir(paths.plots_dir) as plots_dir,
+          atomic_dir(paths.summaries_dir) as summaries_dir):
+        for name in params.model:
+            backbone = BackboneRuns(context, name)
+            write_text(summaries_dir / f"{name}.txt", backbone.summary)
+            for experiment in sorted((e for e in grid if e.model == name), key=lambda e: e.epochs):
+                network, history, results[experiment.name] = backbone.train(experiment)
+                save_torch(models_dir / f"{experiment.name}.pt", backbone.checkpoint(network))
+                write_history(plots_dir / f"{experiment.name}.json", history)
+        results = {e.name: results[e.name] for e in grid}  # in grid order, not training order
+        write_json(paths.metrics_file, results)
+    if not context.checkpoints.keep_every_epoch:
+        shutil.rmtree(context.checkpoints.directory, ignore_errors=True)
+    return results
+
+
+class GridContext:
+    """What every experiment of the grid shares: params, data, subsets, device, training states."""
+
+    def __init__(self, params: Params, paths: TransferPaths, cache_dir: Path | None):
+        self.params, self.paths, self.cache_dir = params, paths, cache_dir
+        self.dataset = data.load(paths.dataset_dir)
+        self.subsets = load_subsets(paths.subsets_dir, "transfer_train", "test")
+        self.device = engine.select_device()
+        self.mode = backbone_mode(params.transfer.freeze)
+        self.checkpoints = self.mode.checkpoints(cache_dir)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.dataset.classes)
+
+
+class BackboneRuns:
+    """The experiments of one backbone: each distinct image's inputs made once, then training."""
+
+    def __init__(self, context: GridContext, name: str):
+        self.context, self.name = context, name
+        p, n_classes = context.params.transfer, context.n_classes
+        self.cache = FeatureCache(name, p.image_size, context.cache_dir)
+        self.mode: BackboneMode = context.mode(self.cache, p.batch_size, context.device)
+        # Summary and graph first: they are traced on the CPU, before the inputs may move it to a GPU.
+        self.summary = self.cache.derived(f"summary_{n_classes}_classes", lambda b: model_summaries(b, n_classes))
+        self.graph = self.cache.derived(f"graph_{n_classes}_classes", lambda b: model_graph(b, n_classes))
+        union = sorted(set().union(*context.subsets["transfer_train"].values()))
+        dataset, test_idx = context.dataset, context.subsets["test"]
+        self.inputs = self.mode.inputs(np.concatenate([dataset.train.images[union], dataset.test.images[test_idx]]))
+        self.row = {index: i for i, index in enumerate(union)}
+        self.test_set = TensorDataset(self.inputs[len(union):], torch.as_tensor(dataset.test.labels[test_idx]))
+
+    def train(self, experiment: Experiment) -> tuple[nn.Module, dict, dict]:
+        """Train one experiment (continuing a shorter one of the same run); its network, history
+        and final metrics."""
+        context, seed, p = self.context, self.context.params.seed, self.context.params.transfer
+        train_idx = context.subsets["transfer_train"][str(experiment.train_size)]
+        train_set = TensorDataset(self.inputs[[self.row[i] for i in train_idx]],
+                                  torch.as_tensor(context.dataset.train.labels[train_idx]))
+        engine.seed_everything(seed, context.device)
+        network = self.mode.network(models.transfer_head(self.name, context.n_classes))
+        board = TensorBoardRun(context.paths.runs_dir / experiment.run_name)
+        board.log_graph(self.graph)
+        history = fit(TrainingRun(network, train_set, self.test_set, p, seed), experiment.epochs, context.device,
+                      board, context.checkpoints, desc=experiment.name)
+        metrics = final_metrics(history) | self.mode.parameter_counts(network)
+        board.log_hparams({"model": self.name, "train_size": experiment.train_size, "epochs": experiment.epochs,
+                           "freeze": p.freeze, "optimizer": p.optimizer, "lr": p.lr, "batch_size": p.batch_size},
+                          hparam_metrics(metrics))
+        board.close()
+        return network, history, metrics
+
+    def checkpoint(self, network: nn.Module) -> dict:
+        """What is saved of a trained network, with what rebuilds it."""
+        p, dataset = self.context.params.transfer, self.context.dataset
+        return models.transfer_checkpoint(self.mode.saved(network).cpu(), dataset.classes, self.name, p.image_size,
+                                          p.freeze, dataset.train.images.shape[1])
+
+
+def model_summaries(backbone: backbones.Backbone, n_classes: int) -> str:
+    """torchinfo summaries of the pretrained model, then with frozen features and the new head."""
+    size = backbone.transform.crop_size[0]
+    options = dict(input_size=(1, 3, size, size), verbose=0, depth=2,
+                   col_names=("input_size", "output_size", "num_params", "trainable"), row_settings=("var_names",))
+    before = summary(models.TransferModel(backbone.features, backbone.imagenet_head), **options)
+    frozen = copy.deepcopy(backbone.features)
+    models.freeze(frozen)
+    head = models.transfer_head(backbone.info.name, n_classes)
+    after = summary(models.TransferModel(frozen, head), **options)
+    name = backbone.info.name
+    return (f"# {name}: pretrained ({backbone.info.source})\n{before}\n\n"
+            f"# {name}: frozen features, new head Dropout(p={backbone.info.dropout}) + "
+            f"Linear({backbone.num_features}, {n_classes})\n{after}\n")
+
+
+def model_graph(backbone: backbones.Backbone, n_classes: int) -> tuple[bytes, bytes]:
+    """The TensorBoard graph of the backbone with a new head, traced on the CPU (before the
+    features may move to a GPU)."""
+    size = backbone.transform.crop_size[0]
+    model = models.TransferModel(backbone.features, models.transfer_head(backbone.info.name, n_classes))
+    return trace_graph(model, torch.zeros(1, 3, size, size))

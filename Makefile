@@ -11,6 +11,8 @@ repro: $(STAMP)
 	dvc repro
 
 test: $(STAMP)
+	ruff check .
+	ruff format --check .
 	python -m pytest
 
 venv: $(STAMP)

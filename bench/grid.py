@@ -23,6 +23,7 @@ wall time and peak RSS (wait4's ru_maxrss, child processes included) are measure
 (`python -m bench.grid ...` is the same.) The approaches other than the pipeline are in
 bench/phases.py, the printed report and its targets in bench/report.py.
 """
+
 import argparse
 import json
 import shutil
@@ -46,21 +47,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-sizes", nargs="+", type=int, default=[500, 1000])
     parser.add_argument("--epochs", nargs="+", type=int, default=[5, 10])
     parser.add_argument("--test-size", type=int, default=250)
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="transfer.image_size (crop) for every backbone (default: each backbone's own "
-                             "input size, lite0 224 px and lite2 260 px, as params.yaml's null; "
-                             "BENCHMARKS.md's run)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="transfer.image_size (crop) for every backbone (default: each backbone's own "
+        "input size, lite0 224 px and lite2 260 px, as params.yaml's null; "
+        "BENCHMARKS.md's run)",
+    )
     parser.add_argument("--data-image-size", type=int, default=32)
     parser.add_argument("--tinyvgg-size", type=int, default=1000, help="TinyVGG subset (setup only, untimed)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating rounds of pipeline (cold, then epochs-only rerun) and floor; "
-                             "the fastest of each counts")
-    parser.add_argument("--extract-rounds", type=int, default=3,
-                        help="alternating rounds of bare loop and feature cache; the fastest of each counts")
-    parser.add_argument("--course-bn", choices=["frozen", "train"], default="frozen",
-                        help="the course loop's backbone BatchNorm: frozen (eval mode, as the pipeline) or "
-                             "train (what model.train() does in the course's code)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating rounds of pipeline (cold, then epochs-only rerun) and floor; the fastest of each counts",
+    )
+    parser.add_argument(
+        "--extract-rounds",
+        type=int,
+        default=3,
+        help="alternating rounds of bare loop and feature cache; the fastest of each counts",
+    )
+    parser.add_argument(
+        "--course-bn",
+        choices=["frozen", "train"],
+        default="frozen",
+        help="the course loop's backbone BatchNorm: frozen (eval mode, as the pipeline) or "
+        "train (what model.train() does in the course's code)",
+    )
     parser.add_argument("--workdir", type=Path, help="keep the project copy here (default: a temporary dir)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     return parser.parse_args(argv)
@@ -68,19 +84,34 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def grid_params(args: argparse.Namespace, epochs: list[int] | None = None) -> dict:
     """The project's params for the grid (`epochs` instead of --epochs for the rerun)."""
-    return bench_params(args.source, models=args.models, train_sizes=args.train_sizes,
-                        epochs=epochs or args.epochs, test_size=args.test_size, tinyvgg_size=args.tinyvgg_size,
-                        image_size=args.image_size, data_image_size=args.data_image_size,
-                        batch_size=args.batch_size)
+    return bench_params(
+        args.source,
+        models=args.models,
+        train_sizes=args.train_sizes,
+        epochs=epochs or args.epochs,
+        test_size=args.test_size,
+        tinyvgg_size=args.tinyvgg_size,
+        image_size=args.image_size,
+        data_image_size=args.data_image_size,
+        batch_size=args.batch_size,
+    )
 
 
 def phase_config(args: argparse.Namespace) -> dict:
     """What bench/phases.py's approaches need: the grid, and the pipeline's seed and optimizer."""
     params = grid_params(args)
-    return {"models": args.models, "train_sizes": args.train_sizes, "epochs": args.epochs,
-            "image_size": args.image_size, "batch_size": args.batch_size, "seed": params["seed"],
-            "optimizer": params["transfer"]["optimizer"], "lr": params["transfer"]["lr"],
-            "course_bn": args.course_bn, "extract_rounds": args.extract_rounds}
+    return {
+        "models": args.models,
+        "train_sizes": args.train_sizes,
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "seed": params["seed"],
+        "optimizer": params["transfer"]["optimizer"],
+        "lr": params["transfer"]["lr"],
+        "course_bn": args.course_bn,
+        "extract_rounds": args.extract_rounds,
+    }
 
 
 def pipeline_round(project: Project, args: argparse.Namespace) -> tuple[dict, dict]:
@@ -114,8 +145,7 @@ def fixed_costs(project: Project) -> dict[str, dict]:
     project.measure(["dvc", "repro"], cache_dir)  # select_best, so the next repro has nothing to do
     costs = {"noop": project.measure(["dvc", "repro"], cache_dir)}
     for key, module in (("torch_import", "torch"), ("dynamo_import", "torch._dynamo")):
-        costs[key] = fastest([project.measure([sys.executable, "-c", f"import {module}"], cache_dir)
-                              for _ in range(3)])
+        costs[key] = fastest([project.measure([sys.executable, "-c", f"import {module}"], cache_dir) for _ in range(3)])
     return costs
 
 
@@ -136,9 +166,18 @@ def main(args: argparse.Namespace) -> dict:
     print("course reference ...", flush=True)
     course = project.run_phase("course", config, project.fresh_cache("course"))
 
-    results = {"config": config, "test_size": args.test_size, "pipeline": pipeline, "course": course,
-               "floor": floor, "extract": extract, "epochs_rerun": epochs_rerun, **costs, "profile": profile,
-               "rounds": rounds}
+    results = {
+        "config": config,
+        "test_size": args.test_size,
+        "pipeline": pipeline,
+        "course": course,
+        "floor": floor,
+        "extract": extract,
+        "epochs_rerun": epochs_rerun,
+        **costs,
+        "profile": profile,
+        "rounds": rounds,
+    }
     report.grid(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

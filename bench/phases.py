@@ -18,6 +18,7 @@ And the sweep benchmark's count of what a machine-wide cache holds:
 CONFIG_JSON keys: models, train_sizes, epochs, image_size, batch_size, seed, optimizer, lr,
 course_bn, extract_rounds (grid phases); models, image_size (cache).
 """
+
 import cProfile
 import itertools
 import json
@@ -40,11 +41,20 @@ PROFILED = {
     "building backbones (timm/torchvision imports, weights)": ("backbones.py", "load"),
     "TensorBoard hparams/close": ("tracking.py", "log_hparams"),
 }
-TRAIN_TRANSFER = ["stages/train_transfer.py", "data/prepared", "data/subsets", "bench_models", "bench_metrics.json",
-                  "bench_plots", "bench_runs", "bench_summaries"]
+TRAIN_TRANSFER = [
+    "stages/train_transfer.py",
+    "data/prepared",
+    "data/subsets",
+    "bench_models",
+    "bench_metrics.json",
+    "bench_plots",
+    "bench_runs",
+    "bench_summaries",
+]
 
 
 # --- the grid's data ------------------------------------------------------------------------------
+
 
 def as_tensor(images) -> torch.Tensor:
     """N x H x W x 3 uint8 (the pipeline's layout) as N x 3 x H x W."""
@@ -65,8 +75,10 @@ def load_grid_data(config: dict) -> dict:
     return {
         "union": as_tensor(dataset.train.images[union]),
         "test": (as_tensor(dataset.test.images[test]), torch.as_tensor(dataset.test.labels[test])),
-        "train": {n: (as_tensor(dataset.train.images[idx]), torch.as_tensor(dataset.train.labels[idx]))
-                  for n, idx in train.items()},
+        "train": {
+            n: (as_tensor(dataset.train.images[idx]), torch.as_tensor(dataset.train.labels[idx]))
+            for n, idx in train.items()
+        },
         "n_classes": len(dataset.classes),
     }
 
@@ -83,10 +95,11 @@ def bare_pass(backbone, images, batch_size: int) -> None:
     """One bare inference pass over N x H x W x 3 uint8 images, batches fed as the pipeline feeds them."""
     with torch.inference_mode():
         for first in range(0, len(images), batch_size):
-            backbone.features(backbone.transform(as_tensor(images[first:first + batch_size])))
+            backbone.features(backbone.transform(as_tensor(images[first : first + batch_size])))
 
 
 # --- course ---------------------------------------------------------------------------------------
+
 
 class EvalModeBackbone(nn.Module):
     """A frozen backbone that stays in eval mode when the model around it is put in train mode."""
@@ -127,17 +140,30 @@ def phase_course(config: dict) -> dict:
     accuracies = {}
     for name, size, epochs in itertools.product(config["models"], config["train_sizes"], config["epochs"]):
         model, head = course_model(name, grid["n_classes"], config, device)
-        train_loader = DataLoader(TensorDataset(*grid["train"][size]), batch_size=config["batch_size"],
-                                  shuffle=True, generator=torch.Generator().manual_seed(config["seed"]))
+        train_loader = DataLoader(
+            TensorDataset(*grid["train"][size]),
+            batch_size=config["batch_size"],
+            shuffle=True,
+            generator=torch.Generator().manual_seed(config["seed"]),
+        )
         test_loader = DataLoader(TensorDataset(*grid["test"]), batch_size=config["batch_size"])
         optimizer = engine.make_optimizer(config["optimizer"], head.parameters(), config["lr"])
-        history = engine.train(model, train_loader, test_loader, nn.CrossEntropyLoss(), optimizer, epochs,
-                               device, desc=f"course {name} {size} {epochs}")
+        history = engine.train(
+            model,
+            train_loader,
+            test_loader,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            epochs,
+            device,
+            desc=f"course {name} {size} {epochs}",
+        )
         accuracies[f"{size}_images-{name}-{epochs}_epochs"] = history["test_acc"][-1]
     return {"test_acc": accuracies}
 
 
 # --- floor and extraction -------------------------------------------------------------------------
+
 
 def phase_floor(config: dict) -> dict:
     """The floor: one bare inference pass of each backbone over each distinct image."""
@@ -183,6 +209,7 @@ def phase_extract(config: dict) -> dict:
 
 # --- profile --------------------------------------------------------------------------------------
 
+
 def phase_profile(config: dict) -> dict:
     """cProfile of the train_transfer stage, run as DVC runs it (its outputs go to bench_* paths):
     its total time and the part of it spent in each of PROFILED's functions."""
@@ -194,14 +221,16 @@ def phase_profile(config: dict) -> dict:
     profiler.disable()
     total = time.perf_counter() - start
     stats = pstats.Stats(profiler).stats
-    breakdown = {label: sum(row[3] for (file, _, func), row in stats.items()
-                            if file.endswith(filename) and func == function)
-                 for label, (filename, function) in PROFILED.items()}
+    breakdown = {
+        label: sum(row[3] for (file, _, func), row in stats.items() if file.endswith(filename) and func == function)
+        for label, (filename, function) in PROFILED.items()
+    }
     breakdown["everything else (imports, data loading, ...)"] = max(0.0, total - sum(breakdown.values()))
     return {"total_s": total, "breakdown_s": breakdown}
 
 
 # --- the sweep's cache count ----------------------------------------------------------------------
+
 
 def phase_cache(config: dict) -> dict:
     """What the machine-wide cache ($TRANSFERLAB_CACHE_DIR) holds, per model: distinct images,
@@ -211,8 +240,13 @@ def phase_cache(config: dict) -> dict:
     return {"cache": {name: FeatureCache(name, config["image_size"]).stats() for name in config["models"]}}
 
 
-PHASES = {"course": phase_course, "floor": phase_floor, "extract": phase_extract, "profile": phase_profile,
-          "cache": phase_cache}
+PHASES = {
+    "course": phase_course,
+    "floor": phase_floor,
+    "extract": phase_extract,
+    "profile": phase_profile,
+    "cache": phase_cache,
+}
 
 
 def main(argv: list[str]) -> None:

@@ -7,6 +7,7 @@ Commands are measured from outside, each in its own process: wall time, and peak
 `os.wait4` (`ru_maxrss` of the process tree, i.e. its largest process). Each command gets the
 machine-wide feature cache the caller names (TRANSFERLAB_CACHE_DIR) and runs on the CPU.
 """
+
 import json
 import os
 import shutil
@@ -23,8 +24,18 @@ GIT_IDENTITY = ["-c", "user.name=bench", "-c", "user.email=bench@example.com"]
 NOT_COPIED = {"dvc.lock"}
 
 
-def bench_params(source: Path, *, models, train_sizes, epochs, test_size: int, tinyvgg_size: int,
-                 image_size: int | None, data_image_size: int = 32, batch_size: int = 32) -> dict:
+def bench_params(
+    source: Path,
+    *,
+    models,
+    train_sizes,
+    epochs,
+    test_size: int,
+    tinyvgg_size: int,
+    image_size: int | None,
+    data_image_size: int = 32,
+    batch_size: int = 32,
+) -> dict:
     """params.yaml with the benchmark's data and grid, and a small TinyVGG: TinyVGG is setup only
     (untimed), so it is kept cheap; everything else keeps params.yaml's values (seed, optimizer, lr)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -40,8 +51,13 @@ def bench_params(source: Path, *, models, train_sizes, epochs, test_size: int, t
 def checkout_files(root: Path = ROOT) -> list[str]:
     """The checkout's files as git sees them: tracked, plus untracked ones that are not ignored
     (new modules not added yet), minus NOT_COPIED. Build outputs, caches and data are ignored."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=root, capture_output=True, text=True, check=False)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if listed.returncode != 0:
         raise SystemExit(f"the benchmark copies the project's git checkout; {root}: {listed.stderr.strip()}")
     names = sorted(set(filter(None, listed.stdout.split("\0"))) - NOT_COPIED)
@@ -92,9 +108,13 @@ class Project:
     def env(self, cache_dir: Path) -> dict[str, str]:
         """The environment of a command in the copy: this interpreter's tools (dvc, python) first on
         PATH, the CPU, `cache_dir` as the machine-wide cache, and the copy's own code."""
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               "TRANSFERLAB_DEVICE": "cpu", "TRANSFERLAB_CACHE_DIR": str(cache_dir),
-               "PYTHONPATH": str(self.path / "src")}
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "TRANSFERLAB_DEVICE": "cpu",
+            "TRANSFERLAB_CACHE_DIR": str(cache_dir),
+            "PYTHONPATH": str(self.path / "src"),
+        }
         env.pop("TRANSFERLAB_DEBUG", None)
         return env
 
@@ -105,8 +125,9 @@ class Project:
             out.write(f"\n$ {' '.join(command)}\n")
             out.flush()
             start = time.perf_counter()
-            process = subprocess.Popen(command, cwd=self.path, env=self.env(cache_dir), stdout=out,
-                                       stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                command, cwd=self.path, env=self.env(cache_dir), stdout=out, stderr=subprocess.STDOUT
+            )
             _, status, usage = os.wait4(process.pid, 0)
             wall = time.perf_counter() - start
         process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
@@ -116,8 +137,9 @@ class Project:
 
     def output(self, command: list[str]) -> str:
         """The standard output of an untimed command in the copy (e.g. `dvc exp show --json`)."""
-        result = subprocess.run(command, cwd=self.path, env=self.env(self.cache("unused")),
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            command, cwd=self.path, env=self.env(self.cache("unused")), capture_output=True, text=True, check=False
+        )
         if result.returncode != 0:
             raise SystemExit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}")
         return result.stdout
@@ -127,8 +149,9 @@ class Project:
         any command; its wall time and peak RSS merged with the result the phase wrote."""
         result_file = self.workdir / f"phase_{phase}.json"
         result_file.unlink(missing_ok=True)
-        stats = self.measure([sys.executable, "-m", "bench.phases", phase, json.dumps(config), str(result_file)],
-                             cache_dir)
+        stats = self.measure(
+            [sys.executable, "-m", "bench.phases", phase, json.dumps(config), str(result_file)], cache_dir
+        )
         return {**stats, **json.loads(result_file.read_text())}
 
 

@@ -3,19 +3,20 @@
 The targets are the ones BENCHMARKS.md and the README state; they live here as named constants so
 that a changed target is one edit. Only printing and arithmetic on finished results happen here.
 """
+
 import itertools
 
 # The grid benchmark's targets.
-COURSE_SPEEDUP_MIN = 15          # course loop wall time / pipeline wall time, at least
-ACCURACY_GAP_MAX_PP = 1.5        # largest |pipeline - course| test accuracy, percentage points
-OVER_FLOOR_MAX = 1.3             # pipeline wall time / bare inference floor, at most
-RERUN_SHARE_MAX = 0.10           # epochs-only rerun / full pipeline run, at most
-NOOP_REPRO_MAX_S = 3             # a `dvc repro` with nothing to do, seconds
-PEAK_RSS_MAX_MIB = 4096          # the pipeline's largest process
-EXTRACTION_MIN = 0.9             # FeatureCache extraction rate / bare loop rate, at least
+COURSE_SPEEDUP_MIN = 15  # course loop wall time / pipeline wall time, at least
+ACCURACY_GAP_MAX_PP = 1.5  # largest |pipeline - course| test accuracy, percentage points
+OVER_FLOOR_MAX = 1.3  # pipeline wall time / bare inference floor, at most
+RERUN_SHARE_MAX = 0.10  # epochs-only rerun / full pipeline run, at most
+NOOP_REPRO_MAX_S = 3  # a `dvc repro` with nothing to do, seconds
+PEAK_RSS_MAX_MIB = 4096  # the pipeline's largest process
+EXTRACTION_MIN = 0.9  # FeatureCache extraction rate / bare loop rate, at least
 
 # The sweep benchmark's targets.
-QUEUE_TARGET = 1.3               # DVC's queue wall time / in-stage grid wall time, at most
+QUEUE_TARGET = 1.3  # DVC's queue wall time / in-stage grid wall time, at most
 SWEEP_APPROACHES = ("grid", "sequential", "queue")
 
 
@@ -26,6 +27,7 @@ def print_checks(checks: list[tuple[str, bool, str]], width: int, target_width: 
 
 
 # --- grid -----------------------------------------------------------------------------------------
+
 
 def grid(r: dict) -> None:
     """The grid benchmark's report: approaches, accuracies, ratios and targets, profile."""
@@ -42,14 +44,20 @@ def grid_approaches(r: dict) -> None:
     experiments = itertools.product(config["models"], config["train_sizes"], config["epochs"])
     seen = sum(epochs * (size + r["test_size"]) for _, size, epochs in experiments)
     distinct = r["floor"]["images"] * len(config["models"])
-    print(f"\n== approaches (same data, params and machine; fastest of {len(r['rounds']['pipeline'])} "
-          f"alternating rounds for pipeline, rerun and floor) ==")
-    print(f"{'approach':<10} {'wall s':>9} {'backbone passes':>16} {'passes/s':>9} {'exp. images/s':>14} "
-          f"{'peak RSS MiB':>13}")
+    print(
+        f"\n== approaches (same data, params and machine; fastest of {len(r['rounds']['pipeline'])} "
+        f"alternating rounds for pipeline, rerun and floor) =="
+    )
+    print(
+        f"{'approach':<10} {'wall s':>9} {'backbone passes':>16} {'passes/s':>9} {'exp. images/s':>14} "
+        f"{'peak RSS MiB':>13}"
+    )
     rows = {"pipeline": (r["pipeline"], distinct), "course": (r["course"], seen), "floor": (r["floor"], distinct)}
     for name, (stats, passes) in rows.items():
-        print(f"{name:<10} {stats['wall_s']:>9.1f} {passes:>16,} {passes / stats['wall_s']:>9.1f} "
-              f"{seen / stats['wall_s']:>14.1f} {stats['peak_rss_mib']:>13.0f}")
+        print(
+            f"{name:<10} {stats['wall_s']:>9.1f} {passes:>16,} {passes / stats['wall_s']:>9.1f} "
+            f"{seen / stats['wall_s']:>14.1f} {stats['peak_rss_mib']:>13.0f}"
+        )
     print("(exp. images/s: images seen by all experiments over all epochs, train + test, per second)")
 
 
@@ -74,21 +82,32 @@ def grid_targets(r: dict, largest_gap: float) -> None:
     print("\n== ratios and targets ==")
     checks = [
         (f"course / pipeline            {speedup:8.1f}x", speedup >= COURSE_SPEEDUP_MIN, f">= {COURSE_SPEEDUP_MIN}x"),
-        (f"largest accuracy gap         {largest_gap:8.2f} pp", largest_gap <= ACCURACY_GAP_MAX_PP,
-         f"<= {ACCURACY_GAP_MAX_PP} pp"),
+        (
+            f"largest accuracy gap         {largest_gap:8.2f} pp",
+            largest_gap <= ACCURACY_GAP_MAX_PP,
+            f"<= {ACCURACY_GAP_MAX_PP} pp",
+        ),
         (f"pipeline / floor             {over_floor:8.2f}x", over_floor <= OVER_FLOOR_MAX, f"<= {OVER_FLOOR_MAX}x"),
-        (f"epochs-only rerun / full     {rerun_share:8.1%} ({r['epochs_rerun']['wall_s']:.1f} s)",
-         rerun_share <= RERUN_SHARE_MAX, f"<= {RERUN_SHARE_MAX * 100:.0f} %"),
-        (f"no-op dvc repro              {r['noop']['wall_s']:8.2f} s", r["noop"]["wall_s"] <= NOOP_REPRO_MAX_S,
-         f"<= {NOOP_REPRO_MAX_S} s"),
+        (
+            f"epochs-only rerun / full     {rerun_share:8.1%} ({r['epochs_rerun']['wall_s']:.1f} s)",
+            rerun_share <= RERUN_SHARE_MAX,
+            f"<= {RERUN_SHARE_MAX * 100:.0f} %",
+        ),
+        (
+            f"no-op dvc repro              {r['noop']['wall_s']:8.2f} s",
+            r["noop"]["wall_s"] <= NOOP_REPRO_MAX_S,
+            f"<= {NOOP_REPRO_MAX_S} s",
+        ),
         (f"pipeline peak RSS            {peak:8.0f} MiB", peak <= PEAK_RSS_MAX_MIB, f"<= {PEAK_RSS_MAX_MIB} MiB"),
         ("pipeline accuracies identical in every round", all(a == accuracies[0] for a in accuracies), "same"),
     ]
     for name in r["config"]["models"]:
         bare_rate = r["extract"]["images"] / min(r["extract"]["bare_s"][name])
         extract_rate = r["extract"]["images"] / min(r["extract"]["cache_s"][name])
-        line = (f"extraction {name:<14}    {extract_rate / bare_rate:8.2f}x of bare loop "
-                f"({extract_rate:.1f} vs {bare_rate:.1f} images/s)")
+        line = (
+            f"extraction {name:<14}    {extract_rate / bare_rate:8.2f}x of bare loop "
+            f"({extract_rate:.1f} vs {bare_rate:.1f} images/s)"
+        )
         checks.append((line, extract_rate >= EXTRACTION_MIN * bare_rate, f">= {EXTRACTION_MIN}x"))
     print_checks(checks, width=72, target_width=12)
 
@@ -97,15 +116,19 @@ def grid_fixed_costs(r: dict) -> None:
     """Every round's wall times, and the fixed part of a rerun (no-op repro plus imports)."""
     walls = {phase: ", ".join(f"{run['wall_s']:.1f}" for run in runs) for phase, runs in r["rounds"].items()}
     print("(all rounds, wall s: " + "; ".join(f"{phase} {times}" for phase, times in walls.items()) + ")")
-    rounds = "; ".join(f"{name}: bare {', '.join(f'{t:.2f}' for t in r['extract']['bare_s'][name])} s, "
-                       f"cache {', '.join(f'{t:.2f}' for t in r['extract']['cache_s'][name])} s"
-                       for name in r["config"]["models"])
+    rounds = "; ".join(
+        f"{name}: bare {', '.join(f'{t:.2f}' for t in r['extract']['bare_s'][name])} s, "
+        f"cache {', '.join(f'{t:.2f}' for t in r['extract']['cache_s'][name])} s"
+        for name in r["config"]["models"]
+    )
     print(f"(extraction: fastest of {r['config']['extract_rounds']} alternating rounds each; all rounds: {rounds})")
     fixed = r["noop"]["wall_s"] + r["torch_import"]["wall_s"] + r["dynamo_import"]["wall_s"]
-    print(f"(a rerun's fixed part: no-op dvc repro {r['noop']['wall_s']:.2f} s + evaluate's `import torch` "
-          f"{r['torch_import']['wall_s']:.2f} s + train_transfer's `import torch` and the torch._dynamo that "
-          f"torch.optim imports, {r['dynamo_import']['wall_s']:.2f} s = {fixed:.1f} s = "
-          f"{fixed / r['pipeline']['wall_s']:.1%} of the full run)")
+    print(
+        f"(a rerun's fixed part: no-op dvc repro {r['noop']['wall_s']:.2f} s + evaluate's `import torch` "
+        f"{r['torch_import']['wall_s']:.2f} s + train_transfer's `import torch` and the torch._dynamo that "
+        f"torch.optim imports, {r['dynamo_import']['wall_s']:.2f} s = {fixed:.1f} s = "
+        f"{fixed / r['pipeline']['wall_s']:.1%} of the full run)"
+    )
 
 
 def grid_profile(r: dict) -> None:
@@ -118,6 +141,7 @@ def grid_profile(r: dict) -> None:
 
 # --- sweep ----------------------------------------------------------------------------------------
 
+
 def sweep(r: dict, n_points: int) -> None:
     """The sweep benchmark's report: each approach's wall time and cache, accuracies, targets."""
     grid_wall = r["grid"]["wall_s"]
@@ -129,16 +153,25 @@ def sweep(r: dict, n_points: int) -> None:
 
     print("\n== test accuracy per experiment ==")
     for name in sorted(r["grid"]["test_acc"]):
-        print(f"{name:<34} " + "   ".join(f"{a} {r[a]['test_acc'].get(name, float('nan')):7.2%}"
-                                          for a in SWEEP_APPROACHES))
+        print(
+            f"{name:<34} "
+            + "   ".join(f"{a} {r[a]['test_acc'].get(name, float('nan')):7.2%}" for a in SWEEP_APPROACHES)
+        )
 
     ratio = r["queue"]["wall_s"] / grid_wall
     same = all(r[a]["test_acc"] == r["grid"]["test_acc"] for a in SWEEP_APPROACHES)
     once = all(s["images"] == s["entries"] for a in SWEEP_APPROACHES for s in r[a]["cache"].values())
     print("\n== targets ==")
-    print_checks([
-        (f"queue (-j {r['config']['jobs']}) / in-stage grid   {ratio:6.2f}x", ratio <= QUEUE_TARGET,
-         f"<= {QUEUE_TARGET}x"),
-        ("every approach: the same test accuracy per experiment", same, "identical"),
-        ("every approach: each image through each backbone once", once, "entries = images"),
-    ], width=58, target_width=16)
+    print_checks(
+        [
+            (
+                f"queue (-j {r['config']['jobs']}) / in-stage grid   {ratio:6.2f}x",
+                ratio <= QUEUE_TARGET,
+                f"<= {QUEUE_TARGET}x",
+            ),
+            ("every approach: the same test accuracy per experiment", same, "identical"),
+            ("every approach: each image through each backbone once", once, "entries = images"),
+        ],
+        width=58,
+        target_width=16,
+    )

@@ -17,6 +17,7 @@ accuracy in each approach, and the queue's cost relative to the grid's (target <
 (`python -m bench.sweep ...` is the same.) The project copy and timing are bench/project.py's,
 the printed report and its target bench/report.py's.
 """
+
 import argparse
 import json
 import shutil
@@ -38,7 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-sizes", nargs="+", type=int, default=[500, 1000])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--test-size", type=int, default=2000, help="the test subset (params.yaml's default)")
-    parser.add_argument("--image-size", type=int, default=None, help="transfer.image_size (default: each backbone's own)")
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="transfer.image_size (default: each backbone's own)"
+    )
     parser.add_argument("--tinyvgg-size", type=int, default=500, help="TinyVGG subset (baseline only, untimed)")
     parser.add_argument("--jobs", type=int, default=2, help="the queue's workers")
     parser.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary dir)")
@@ -49,9 +52,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 def baseline_params(args: argparse.Namespace) -> dict:
     """A one-experiment baseline: the sweep's first model on half its smallest train size (a point
     outside the sweep, which DVC would otherwise skip as unchanged)."""
-    return bench_params(args.source, models=args.models[0], train_sizes=min(args.train_sizes) // 2,
-                        epochs=args.epochs, test_size=args.test_size, tinyvgg_size=args.tinyvgg_size,
-                        image_size=args.image_size)
+    return bench_params(
+        args.source,
+        models=args.models[0],
+        train_sizes=min(args.train_sizes) // 2,
+        epochs=args.epochs,
+        test_size=args.test_size,
+        tinyvgg_size=args.tinyvgg_size,
+        image_size=args.image_size,
+    )
 
 
 def as_list(values) -> str:
@@ -66,29 +75,52 @@ def as_sweep(values) -> str:
 
 # --- the three approaches: each runs the sweep and returns its wall time ---------------------------
 
+
 def run_grid(project: Project, args: argparse.Namespace, cache_dir: Path) -> float:
-    command = ["dvc", "exp", "run", "-S", f"model={as_list(args.models)}", "-S", f"train_size={as_list(args.train_sizes)}"]
+    command = [
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        f"model={as_list(args.models)}",
+        "-S",
+        f"train_size={as_list(args.train_sizes)}",
+    ]
     return project.measure(command, cache_dir)["wall_s"]
 
 
 def run_sequential(project: Project, args: argparse.Namespace, cache_dir: Path) -> float:
-    return sum(project.measure(["dvc", "exp", "run", "-S", f"model={model}", "-S", f"train_size={size}"],
-                               cache_dir)["wall_s"]
-               for model in args.models for size in args.train_sizes)
+    return sum(
+        project.measure(["dvc", "exp", "run", "-S", f"model={model}", "-S", f"train_size={size}"], cache_dir)["wall_s"]
+        for model in args.models
+        for size in args.train_sizes
+    )
 
 
 def run_queue(project: Project, args: argparse.Namespace, cache_dir: Path) -> float:
-    queue = ["dvc", "exp", "run", "--queue", "-S", f"model={as_sweep(args.models)}",
-             "-S", f"train_size={as_sweep(args.train_sizes)}"]
+    queue = [
+        "dvc",
+        "exp",
+        "run",
+        "--queue",
+        "-S",
+        f"model={as_sweep(args.models)}",
+        "-S",
+        f"train_size={as_sweep(args.train_sizes)}",
+    ]
     run_all = ["dvc", "exp", "run", "--run-all", "-j", str(args.jobs)]
     return project.measure(queue, cache_dir)["wall_s"] + project.measure(run_all, cache_dir)["wall_s"]
 
 
-APPROACHES = {"grid": ("in-stage grid", run_grid), "sequential": ("sequential dvc exp run", run_sequential),
-              "queue": ("queue, {jobs} workers", run_queue)}
+APPROACHES = {
+    "grid": ("in-stage grid", run_grid),
+    "sequential": ("sequential dvc exp run", run_sequential),
+    "queue": ("queue, {jobs} workers", run_queue),
+}
 
 
 # --- around each approach -------------------------------------------------------------------------
+
 
 def fresh_start(project: Project, approach: str) -> Path:
     """Back to the committed baseline, with DVC's run cache cleared (nothing an earlier approach

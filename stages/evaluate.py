@@ -1,4 +1,5 @@
 """evaluate stage: every trained model on the shared test subset, with confusion matrices."""
+
 from transferlab.errors import imports_without_gc, run_cli
 
 with imports_without_gc():

@@ -1,4 +1,5 @@
 """select_best stage: rank every model, export the best, draw its predictions."""
+
 from transferlab.errors import imports_without_gc, run_cli
 
 with imports_without_gc():

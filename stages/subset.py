@@ -1,4 +1,5 @@
 """subset stage: seeded, class-balanced, nested train subsets and one shared test subset."""
+
 from transferlab.errors import imports_without_gc, run_cli
 
 with imports_without_gc():
@@ -12,8 +13,13 @@ def main() -> None:
     p = params.load()
     dataset = data.load(io.dataset_dir)
     chosen = subsets.make_subsets(
-        dataset.train.labels, dataset.test.labels, len(dataset.classes), p.seed,
-        p.subset.tinyvgg_train_size, p.train_size, p.subset.test_size,
+        dataset.train.labels,
+        dataset.test.labels,
+        len(dataset.classes),
+        p.seed,
+        p.subset.tinyvgg_train_size,
+        p.train_size,
+        p.subset.test_size,
     )
     subsets.save(chosen, io.subsets_dir)
 

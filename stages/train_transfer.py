@@ -1,4 +1,5 @@
 """train_transfer stage: the experiment grid of pretrained backbones with new heads."""
+
 from transferlab.errors import imports_without_gc, run_cli
 
 with imports_without_gc():

@@ -1,11 +1,13 @@
 """Shared fixtures: tiny ImageFolder trees, a private machine-wide cache, params.yaml as a dict.
 
 Plain helpers live in tests/helpers/ (import them from there, never from conftest)."""
+
 import copy
 import os
 
 import pytest
 import yaml
+
 from helpers.images import make_image_folder
 from helpers.projects import ROOT
 

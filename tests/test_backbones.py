@@ -1,4 +1,5 @@
 """backbones: the registry, offline ImageNet weights, heads, transforms and the download error."""
+
 import socket
 import urllib.error
 from pathlib import Path
@@ -27,6 +28,7 @@ def lite():
         if name not in cache:
             cache[name] = backbones.load(name, image_size=32)
         return cache[name]
+
     return get
 
 
@@ -47,13 +49,15 @@ def test_unknown_backbone_is_a_user_error_listing_the_choices():
         assert name in message
 
 
-@pytest.mark.parametrize("name,dropout", [("effnet_b0", 0.2), ("effnet_b2", 0.3),
-                                          ("effnet_lite0", 0.2), ("effnet_lite2", 0.3)])
+@pytest.mark.parametrize(
+    "name,dropout", [("effnet_b0", 0.2), ("effnet_b2", 0.3), ("effnet_lite0", 0.2), ("effnet_lite2", 0.3)]
+)
 def test_head_dropout_of_each_recipe(name, dropout):
     assert backbones.BACKBONES[name].dropout == dropout
 
 
 # --- lite backbones: real weights, offline --------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["effnet_lite0", "effnet_lite2"])
 def test_lite_weights_are_really_loaded_from_the_package(name, lite):
@@ -69,7 +73,7 @@ def test_lite_weights_are_really_loaded_from_the_package(name, lite):
     assert torch.equal(backbone.imagenet_head.weight, source_tensors[-2])
     assert torch.equal(backbone.imagenet_head.bias, source_tensors[-1])
     # Every feature tensor comes from the file, in order.
-    for (key, tensor), expected in zip(features.items(), source_tensors):
+    for (key, tensor), expected in zip(features.items(), source_tensors[: len(features)], strict=True):
         assert torch.equal(tensor, expected), key
 
     random = backbones.load(name, image_size=32, pretrained=False)
@@ -135,6 +139,7 @@ def test_unknown_backbone_is_one_clear_line():
 
 # --- transforms -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name,crop,resize", [("effnet_lite0", 224, 256), ("effnet_lite2", 260, 292)])
 def test_lite_transforms_at_their_own_size(name, crop, resize):
     transform = backbones.load(name, pretrained=False).transform
@@ -153,13 +158,16 @@ def test_torchvision_transforms_at_their_own_size(name, crop, resize):
     assert transform.interpolation == InterpolationMode.BICUBIC
 
 
-@pytest.mark.parametrize("name,image_size,resize", [
-    ("effnet_lite0", 32, 37),   # 256 / 224 * 32 = 36.6
-    ("effnet_lite0", 112, 128),
-    ("effnet_lite2", 32, 36),   # 292 / 260 * 32 = 35.9
-    ("effnet_lite2", 130, 146),
-    ("effnet_b2", 64, 64),      # B2 resizes to its crop size
-])
+@pytest.mark.parametrize(
+    "name,image_size,resize",
+    [
+        ("effnet_lite0", 32, 37),  # 256 / 224 * 32 = 36.6
+        ("effnet_lite0", 112, 128),
+        ("effnet_lite2", 32, 36),  # 292 / 260 * 32 = 35.9
+        ("effnet_lite2", 130, 146),
+        ("effnet_b2", 64, 64),  # B2 resizes to its crop size
+    ],
+)
 def test_image_size_override_keeps_the_resize_crop_ratio(name, image_size, resize):
     default = backbones.load(name, pretrained=False).transform
     transform = backbones.load(name, image_size=image_size, pretrained=False).transform
@@ -183,6 +191,7 @@ def test_transform_maps_uint8_batches_to_normalised_crops(lite):
 
 # --- effnet_b0 / effnet_b2 without network --------------------------------------------------------
 
+
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     """An empty torch hub dir and no name resolution: downloads fail at once, no real network."""
@@ -191,6 +200,7 @@ def offline(monkeypatch, tmp_path):
 
     def no_dns(*args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     return hub_dir
 
@@ -218,6 +228,7 @@ def test_download_timeout_is_a_user_error(monkeypatch, tmp_path):
 
     def timeout(*args, **kwargs):
         raise TimeoutError("timed out")
+
     monkeypatch.setattr(torch.hub, "download_url_to_file", timeout)
     with pytest.raises(UserError, match="effnet_b0.*timed out.*efficientnet_b0_rwightman"):
         backbones._download_state_dict("effnet_b0", TV_WEIGHTS["effnet_b0"])
@@ -230,6 +241,7 @@ def test_cached_weights_file_is_not_downloaded_again(monkeypatch, tmp_path):
     def download(*args, **kwargs):
         calls.append(args)
         raise urllib.error.URLError("offline")
+
     monkeypatch.setattr(torch.hub, "download_url_to_file", download)
     weights = TV_WEIGHTS["effnet_b2"]
     with pytest.raises(UserError):

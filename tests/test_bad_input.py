@@ -1,5 +1,6 @@
 """Bad input table: each case exits non-zero with one `error:` line on stderr, no traceback, and
 leaves the outputs that already exist untouched. Runs the real stage scripts and CLI."""
+
 import functools
 import hashlib
 import http.server
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from helpers.images import make_image_folder
 from helpers.projects import make_project, run, tiny_params, write_params
-
 from transferlab import models
 from transferlab.outputs import save_torch
 
@@ -30,10 +31,15 @@ PREDICT = ["python", "-m", "transferlab", "predict"]
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height pixels (no pixel data): enough to trip Pillow's bomb check."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) \
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
         + chunk(b"IEND", b"")
+    )
 
 
 def tar_with(path: Path, name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"x", link: str = "") -> Path:
@@ -111,6 +117,7 @@ def set_key(dotted: str, value):
         for key in parents:
             target = target[key]
         target[leaf] = value(tmp) if callable(value) else value
+
     return change
 
 
@@ -118,34 +125,103 @@ def rename_key(old: str, new: str):
     def change(params: dict, tmp: Path) -> None:
         section, old_leaf = old.split(".")
         params[section][new.split(".")[1]] = params[section].pop(old_leaf)
+
     return change
 
 
 # id: (params change, command, extra env, words the error line must contain)
 CASES = {
     "unknown model": (set_key("model", "effnet_b7"), DOWNLOAD, {}, ["model", "effnet_lite0"]),
-    "unknown params key": (rename_key("tinyvgg.epochs", "tinyvgg.epoch"), DOWNLOAD, {}, ["tinyvgg.epoch", "tinyvgg.epochs"]),
+    "unknown params key": (
+        rename_key("tinyvgg.epochs", "tinyvgg.epoch"),
+        DOWNLOAD,
+        {},
+        ["tinyvgg.epoch", "tinyvgg.epochs"],
+    ),
     "wrong type": (set_key("tinyvgg.lr", "fast"), DOWNLOAD, {}, ["tinyvgg.lr", "number"]),
     "negative size": (set_key("train_size", [500, -5]), DOWNLOAD, {}, ["train_size", ">= 1"]),
     "zero size": (set_key("subset.test_size", 0), DOWNLOAD, {}, ["subset.test_size", ">= 1"]),
     "non-integer size": (set_key("subset.test_size", 12.5), DOWNLOAD, {}, ["subset.test_size", "integer"]),
-    "size larger than available": (set_key("subset.tinyvgg_train_size", 10_000), SUBSET, {}, ["tinyvgg_train_size", "at most 12"]),
+    "size larger than available": (
+        set_key("subset.tinyvgg_train_size", 10_000),
+        SUBSET,
+        {},
+        ["tinyvgg_train_size", "at most 12"],
+    ),
     "epochs 0": (set_key("epochs", 0), DOWNLOAD, {}, ["epochs", ">= 1"]),
     "unknown data.source": (set_key("data.source", "cifar100"), DOWNLOAD, {}, ["cifar100", "does not exist"]),
-    "missing source path": (set_key("data.source", lambda t: str(t / "nowhere")), DOWNLOAD, {}, ["nowhere", "does not exist"]),
-    "empty class folder": (set_key("data.source", lambda t: str(empty_class(t))), DOWNLOAD, {}, ["'c'", "no readable images"]),
-    "single class": (set_key("data.source", lambda t: str(folder(t, "one", classes=("only",)))), DOWNLOAD, {}, ["single class"]),
+    "missing source path": (
+        set_key("data.source", lambda t: str(t / "nowhere")),
+        DOWNLOAD,
+        {},
+        ["nowhere", "does not exist"],
+    ),
+    "empty class folder": (
+        set_key("data.source", lambda t: str(empty_class(t))),
+        DOWNLOAD,
+        {},
+        ["'c'", "no readable images"],
+    ),
+    "single class": (
+        set_key("data.source", lambda t: str(folder(t, "one", classes=("only",)))),
+        DOWNLOAD,
+        {},
+        ["single class"],
+    ),
     "no train/test folders": (set_key("data.source", lambda t: str(t)), DOWNLOAD, {}, ["train/<class>"]),
-    "corrupt archive": (set_key("data.source", lambda t: str(corrupt_archive(t))), DOWNLOAD, {}, ["cannot read archive"]),
-    "archive with .. member": (set_key("data.source", lambda t: str(zip_with_dotdot(t))), DOWNLOAD, {}, ["unsafe", ".."]),
-    "archive with symlink member": (set_key("data.source", lambda t: str(tar_with(t / "link.tar.gz", "train/a/l.png", tarfile.SYMTYPE, link="/etc/passwd"))), DOWNLOAD, {}, ["link member"]),
-    "archive with device member": (set_key("data.source", lambda t: str(tar_with(t / "dev.tar.gz", "train/a/d.png", tarfile.CHRTYPE))), DOWNLOAD, {}, ["device member"]),
-    "decompression bomb": (set_key("data.source", lambda t: str(bomb(t))), DOWNLOAD, {}, ["huge.png", "decompression-bomb"]),
-    "download checksum mismatch": (set_key("data.source", "cifar10"), DOWNLOAD, {"TRANSFERLAB_CIFAR10_URL": "{mirror}"}, ["does not match", "removed it"]),
-    "offline download": (set_key("data.source", "cifar10"), DOWNLOAD, {"TRANSFERLAB_CIFAR10_URL": "http://127.0.0.1:9/cifar-10-python.tar.gz"}, ["could not download", "data/raw/cifar-10-python.tar.gz", "data.source"]),
+    "corrupt archive": (
+        set_key("data.source", lambda t: str(corrupt_archive(t))),
+        DOWNLOAD,
+        {},
+        ["cannot read archive"],
+    ),
+    "archive with .. member": (
+        set_key("data.source", lambda t: str(zip_with_dotdot(t))),
+        DOWNLOAD,
+        {},
+        ["unsafe", ".."],
+    ),
+    "archive with symlink member": (
+        set_key(
+            "data.source",
+            lambda t: str(tar_with(t / "link.tar.gz", "train/a/l.png", tarfile.SYMTYPE, link="/etc/passwd")),
+        ),
+        DOWNLOAD,
+        {},
+        ["link member"],
+    ),
+    "archive with device member": (
+        set_key("data.source", lambda t: str(tar_with(t / "dev.tar.gz", "train/a/d.png", tarfile.CHRTYPE))),
+        DOWNLOAD,
+        {},
+        ["device member"],
+    ),
+    "decompression bomb": (
+        set_key("data.source", lambda t: str(bomb(t))),
+        DOWNLOAD,
+        {},
+        ["huge.png", "decompression-bomb"],
+    ),
+    "download checksum mismatch": (
+        set_key("data.source", "cifar10"),
+        DOWNLOAD,
+        {"TRANSFERLAB_CIFAR10_URL": "{mirror}"},
+        ["does not match", "removed it"],
+    ),
+    "offline download": (
+        set_key("data.source", "cifar10"),
+        DOWNLOAD,
+        {"TRANSFERLAB_CIFAR10_URL": "http://127.0.0.1:9/cifar-10-python.tar.gz"},
+        ["could not download", "data/raw/cifar-10-python.tar.gz", "data.source"],
+    ),
     "predict on a missing file": (None, [*PREDICT, "nope.jpg"], {}, ["nope.jpg", "no such file"]),
     "predict on a non-image": (None, [*PREDICT, "params.yaml"], {}, ["params.yaml", "not a readable image"]),
-    "predict with no exported model": (None, [*PREDICT, "--model", "models/missing.pt", "x.png"], {}, ["no exported model", "models/missing.pt"]),
+    "predict with no exported model": (
+        None,
+        [*PREDICT, "--model", "models/missing.pt", "x.png"],
+        {},
+        ["no exported model", "models/missing.pt"],
+    ),
 }
 
 
@@ -167,8 +243,9 @@ def project(tmp_path_factory) -> Path:
 def snapshot(project: Path) -> dict[str, str]:
     """md5 of every file the pipeline wrote (data, models, params)."""
     files = [p for d in ("data", "models") for p in (project / d).rglob("*") if p.is_file()]
-    return {str(p.relative_to(project)): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in files + [project / "dvc.lock"]}
+    return {
+        str(p.relative_to(project)): hashlib.md5(p.read_bytes()).hexdigest() for p in files + [project / "dvc.lock"]
+    }
 
 
 @pytest.mark.parametrize("case", list(CASES))

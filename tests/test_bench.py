@@ -1,9 +1,11 @@
 """The benchmarks (bench/): a package of their own, and smoke runs of each on a tiny configuration."""
+
 import json
 import subprocess
 import sys
 
 import pytest
+
 from helpers.images import make_image_folder
 from helpers.projects import ROOT, project_env
 
@@ -13,30 +15,51 @@ def run_bench(script: str, args: list[str], tmp_path) -> tuple[subprocess.Comple
     its completed process and JSON results."""
     results_file = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), *args, "--workdir", str(tmp_path / "work"),
-         "--json", str(results_file)],
-        cwd=tmp_path, env=project_env(tmp_path / "work/project"), capture_output=True, text=True, timeout=900,
-        check=False)
+        [
+            sys.executable,
+            str(ROOT / "bench" / script),
+            *args,
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json",
+            str(results_file),
+        ],
+        cwd=tmp_path,
+        env=project_env(tmp_path / "work/project"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result, json.loads(results_file.read_text())
 
 
 def test_bench_is_independent_of_the_tests():
     """bench/ imports nothing from tests/, and copies the project from what git lists."""
-    code = ("import sys; import bench.grid, bench.sweep, bench.report, bench.project; "
-            "from bench.project import checkout_files; files = checkout_files(); "
-            "assert 'bench/project.py' in files and 'dvc.yaml' in files and 'src/transferlab/features.py' in files; "
-            "assert not any(f.startswith(('.venv/', '.dvc/cache/')) or f == 'dvc.lock' for f in files); "
-            "print(sorted(m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            check=False)
+    code = (
+        "import sys; import bench.grid, bench.sweep, bench.report, bench.project; "
+        "from bench.project import checkout_files; files = checkout_files(); "
+        "assert 'bench/project.py' in files and 'dvc.yaml' in files and 'src/transferlab/features.py' in files; "
+        "assert not any(f.startswith(('.venv/', '.dvc/cache/')) or f == 'dvc.lock' for f in files); "
+        "print(sorted(m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert str(ROOT / "tests") not in result.stdout
 
 
 def test_bench_phases_entry_point_explains_its_usage():
-    result = subprocess.run([sys.executable, "-m", "bench.phases", "nope"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.phases", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode != 0
     assert "usage: python -m bench.phases {course,floor,extract,profile,cache} CONFIG_JSON RESULT_JSON" in result.stderr
 
@@ -44,10 +67,32 @@ def test_bench_phases_entry_point_explains_its_usage():
 @pytest.mark.slow
 def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
     source = make_image_folder(tmp_path / "images", n_train=10, n_test=6, size=16)
-    result, results = run_bench("grid.py", [
-        "--source", str(source), "--models", "effnet_lite0", "--train-sizes", "3", "6", "--epochs", "1", "2",
-        "--test-size", "6", "--image-size", "32", "--tinyvgg-size", "12", "--extract-rounds", "2", "--rounds", "2",
-    ], tmp_path)
+    result, results = run_bench(
+        "grid.py",
+        [
+            "--source",
+            str(source),
+            "--models",
+            "effnet_lite0",
+            "--train-sizes",
+            "3",
+            "6",
+            "--epochs",
+            "1",
+            "2",
+            "--test-size",
+            "6",
+            "--image-size",
+            "32",
+            "--tinyvgg-size",
+            "12",
+            "--extract-rounds",
+            "2",
+            "--rounds",
+            "2",
+        ],
+        tmp_path,
+    )
     for heading in ("approaches", "final test accuracy", "ratios and targets", "where the pipeline"):
         assert heading in result.stdout
     experiments = {f"{n}_images-effnet_lite0-{e}_epochs" for n in (3, 6) for e in (1, 2)}
@@ -76,10 +121,25 @@ def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
 @pytest.mark.slow
 def test_bench_sweep_runs_on_a_tiny_configuration(tmp_path):
     source = make_image_folder(tmp_path / "images", n_train=10, n_test=6, size=16)
-    result, results = run_bench("sweep.py", [
-        "--source", str(source), "--models", "effnet_lite0", "--train-sizes", "6", "9", "--test-size", "6",
-        "--image-size", "32", "--tinyvgg-size", "12",
-    ], tmp_path)
+    result, results = run_bench(
+        "sweep.py",
+        [
+            "--source",
+            str(source),
+            "--models",
+            "effnet_lite0",
+            "--train-sizes",
+            "6",
+            "9",
+            "--test-size",
+            "6",
+            "--image-size",
+            "32",
+            "--tinyvgg-size",
+            "12",
+        ],
+        tmp_path,
+    )
     for heading in ("2 experiments, three ways", "test accuracy per experiment", "targets"):
         assert heading in result.stdout
     assert "every approach: the same test accuracy per experiment" in result.stdout

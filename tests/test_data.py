@@ -1,4 +1,5 @@
 """The download stage's logic: ImageFolder directories and archives, CIFAR-10, the canonical form."""
+
 import io
 import json
 import pickle
@@ -23,6 +24,7 @@ SIZE = 12
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
 
 def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
@@ -108,6 +110,7 @@ def assert_same_dataset(left: data.Dataset, right: data.Dataset) -> None:
 
 
 # --- sources: directory and archives --------------------------------------------------------------
+
 
 @pytest.fixture
 def folder(tmp_path, image_folder_factory) -> Path:
@@ -201,12 +204,16 @@ def test_image_formats_with_mixed_case_suffixes(tmp_path):
     np.testing.assert_allclose(blue, (0, 0, 250), atol=8)
 
 
-@pytest.mark.parametrize(("image", "expected"), [
-    (solid(100, mode="L"), (100, 100, 100)),
-    (solid((10, 20, 30, 128), mode="RGBA"), (10, 20, 30)),
-    (solid((77, 200), mode="LA"), (77, 77, 77)),
-    (palette_image(2, [(0, 0, 0), (9, 9, 9), (200, 100, 50)]), (200, 100, 50)),
-], ids=["L", "RGBA", "LA", "P"])
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (solid(100, mode="L"), (100, 100, 100)),
+        (solid((10, 20, 30, 128), mode="RGBA"), (10, 20, 30)),
+        (solid((77, 200), mode="LA"), (77, 77, 77)),
+        (palette_image(2, [(0, 0, 0), (9, 9, 9), (200, 100, 50)]), (200, 100, 50)),
+    ],
+    ids=["L", "RGBA", "LA", "P"],
+)
 def test_decode_converts_modes_to_rgb(image, expected):
     array = data.decode_image(png_bytes(image), SIZE)
     assert array.shape == (SIZE, SIZE, 3) and array.dtype == np.uint8
@@ -236,8 +243,11 @@ def png_bytes_with(image: Image.Image, **options) -> bytes:
 
 
 def test_grayscale_palette_and_rgba_files_load_as_rgb(tmp_path):
-    images = {"gray.png": solid(90, mode="L"), "pal.png": palette_image(1, [(1, 1, 1), (0, 128, 255)]),
-              "alpha.png": solid((5, 6, 7, 0), mode="RGBA")}
+    images = {
+        "gray.png": solid(90, mode="L"),
+        "pal.png": palette_image(1, [(1, 1, 1), (0, 128, 255)]),
+        "alpha.png": solid((5, 6, 7, 0), mode="RGBA"),
+    }
     for split in data.SPLITS:
         for cls in ("a", "b"):
             folder = tmp_path / "ds" / split / cls
@@ -272,12 +282,12 @@ def test_hidden_entries_and_non_images_are_ignored(folder):
     reference = data.load_image_folder(folder, SIZE)
     image = png_bytes(solid((1, 2, 3)))
     extras = [
-        "train/a/.hidden.png",                    # hidden file
-        "train/.ipynb_checkpoints/x.png",         # hidden folder that would be a class
+        "train/a/.hidden.png",  # hidden file
+        "train/.ipynb_checkpoints/x.png",  # hidden folder that would be a class
         "test/.cache/x.png",
         "train/a/.thumbs/x.png",
-        ".git/train/a/x.png",                     # hidden top-level folder
-        "__MACOSX/train/a/._img_000.png",         # macOS resource forks
+        ".git/train/a/x.png",  # hidden top-level folder
+        "__MACOSX/train/a/._img_000.png",  # macOS resource forks
     ]
     for name in extras:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -322,6 +332,7 @@ def test_corrupt_image_in_archive_is_reported_by_member_path(folder, tmp_path, c
 
 # --- unsafe archives ------------------------------------------------------------------------------
 
+
 def _symlink() -> tarfile.TarInfo:
     info = tarfile.TarInfo("train/a/link.png")
     info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
@@ -340,19 +351,33 @@ def _device(kind) -> tarfile.TarInfo:
     return info
 
 
-@pytest.mark.parametrize(("member", "payload", "message"), [
-    (tar_file_info("/abs/train/a/x.png"), b"x", "unsafe archive member '/abs/train/a/x.png'"),
-    (tar_file_info("../evil.png"), b"x", "unsafe archive member '../evil.png'"),
-    (tar_file_info("train/../../evil.png"), b"x", "unsafe"),
-    (tar_file_info("..\\evil.png"), b"x", "unsafe"),
-    (tar_file_info("C:/evil.png"), b"x", "unsafe"),
-    (_symlink(), None, "link member 'train/a/link.png'"),
-    (_hardlink(), None, "link member 'train/a/hard.png'"),
-    (_device(tarfile.CHRTYPE), None, "device member 'train/a/dev.png'"),
-    (_device(tarfile.BLKTYPE), None, "device member"),
-    (_device(tarfile.FIFOTYPE), None, "device member"),
-], ids=["absolute", "dotdot", "inner-dotdot", "backslash-dotdot", "drive", "symlink", "hardlink",
-        "chardev", "blockdev", "fifo"])
+@pytest.mark.parametrize(
+    ("member", "payload", "message"),
+    [
+        (tar_file_info("/abs/train/a/x.png"), b"x", "unsafe archive member '/abs/train/a/x.png'"),
+        (tar_file_info("../evil.png"), b"x", "unsafe archive member '../evil.png'"),
+        (tar_file_info("train/../../evil.png"), b"x", "unsafe"),
+        (tar_file_info("..\\evil.png"), b"x", "unsafe"),
+        (tar_file_info("C:/evil.png"), b"x", "unsafe"),
+        (_symlink(), None, "link member 'train/a/link.png'"),
+        (_hardlink(), None, "link member 'train/a/hard.png'"),
+        (_device(tarfile.CHRTYPE), None, "device member 'train/a/dev.png'"),
+        (_device(tarfile.BLKTYPE), None, "device member"),
+        (_device(tarfile.FIFOTYPE), None, "device member"),
+    ],
+    ids=[
+        "absolute",
+        "dotdot",
+        "inner-dotdot",
+        "backslash-dotdot",
+        "drive",
+        "symlink",
+        "hardlink",
+        "chardev",
+        "blockdev",
+        "fifo",
+    ],
+)
 def test_unsafe_tar_members_are_refused(tmp_path, member, payload, message):
     ok = tar_with(tmp_path / "ok.tar", valid_tar_members())
     assert data.load_image_folder(ok, SIZE).classes == ["a", "b"]  # the rest of the archive is fine
@@ -376,18 +401,21 @@ def _zip_info(name: str, mode: int) -> zipfile.ZipInfo:
     return info
 
 
-@pytest.mark.parametrize(("member", "message"), [
-    ("/abs/train/a/x.png", "unsafe archive member '/abs/train/a/x.png'"),
-    ("../evil.png", "unsafe archive member '../evil.png'"),
-    ("train/a/../../../evil.png", "unsafe"),
-    ("..\\evil.png", "unsafe"),
-    ("C:/evil.png", "unsafe"),
-    (_zip_info("train/a/link.png", stat.S_IFLNK | 0o777), "link member 'train/a/link.png'"),
-    (_zip_info("train/a/dev.png", stat.S_IFCHR | 0o644), "device member 'train/a/dev.png'"),
-    (_zip_info("train/a/blk.png", stat.S_IFBLK | 0o644), "device member"),
-    (_zip_info("train/a/fifo.png", stat.S_IFIFO | 0o644), "device member"),
-], ids=["absolute", "dotdot", "inner-dotdot", "backslash-dotdot", "drive", "symlink", "chardev",
-        "blockdev", "fifo"])
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        ("/abs/train/a/x.png", "unsafe archive member '/abs/train/a/x.png'"),
+        ("../evil.png", "unsafe archive member '../evil.png'"),
+        ("train/a/../../../evil.png", "unsafe"),
+        ("..\\evil.png", "unsafe"),
+        ("C:/evil.png", "unsafe"),
+        (_zip_info("train/a/link.png", stat.S_IFLNK | 0o777), "link member 'train/a/link.png'"),
+        (_zip_info("train/a/dev.png", stat.S_IFCHR | 0o644), "device member 'train/a/dev.png'"),
+        (_zip_info("train/a/blk.png", stat.S_IFBLK | 0o644), "device member"),
+        (_zip_info("train/a/fifo.png", stat.S_IFIFO | 0o644), "device member"),
+    ],
+    ids=["absolute", "dotdot", "inner-dotdot", "backslash-dotdot", "drive", "symlink", "chardev", "blockdev", "fifo"],
+)
 def test_unsafe_zip_members_are_refused(tmp_path, member, message):
     ok = zip_with(tmp_path / "ok.zip", valid_zip_members())
     assert data.load_image_folder(ok, SIZE).classes == ["a", "b"]
@@ -402,11 +430,13 @@ def test_unsafe_zip_members_are_refused(tmp_path, member, message):
 
 # --- unreadable sources and bad layouts -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["tar.gz", "zip"])
 @pytest.mark.parametrize("fraction", [0.3, 0.6, 0.95])
 def test_truncated_archives_raise_user_error(folder, tmp_path, kind, fraction):
-    full = (make_zip(folder, tmp_path / "full.zip") if kind == "zip"
-            else make_tar(folder, tmp_path / "full.tar.gz", "w:gz"))
+    full = (
+        make_zip(folder, tmp_path / "full.zip") if kind == "zip" else make_tar(folder, tmp_path / "full.tar.gz", "w:gz")
+    )
     blob = full.read_bytes()
     truncated = tmp_path / f"cut.{kind}"
     truncated.write_bytes(blob[: int(len(blob) * fraction)])
@@ -523,12 +553,14 @@ def test_decompression_bomb_in_archive_raises_user_error(folder, tmp_path, monke
 
 # --- the canonical form ---------------------------------------------------------------------------
 
+
 def test_save_load_roundtrip(folder, tmp_path):
     dataset = data.load_image_folder(folder, SIZE)
     out = tmp_path / "out" / "prepared"
     data.save(dataset, out)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy", "classes.json"])
+        ["train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy", "classes.json"]
+    )
     assert json.loads((out / "classes.json").read_text()) == ["a", "b", "c"]
     loaded = data.load(out)
     assert_same_dataset(loaded, dataset)
@@ -591,6 +623,7 @@ def test_failure_while_saving_leaves_no_output(tmp_path, folder, monkeypatch):
 
 # --- CIFAR-10 -------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Every urlopen fails as it would offline; records the URLs tried."""
@@ -650,8 +683,9 @@ def test_cifar10_archive_is_decoded_and_resized(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     images = {}
-    for index, name in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
-                                  "data_batch_5", "test_batch"]):
+    for index, name in enumerate(
+        ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+    ):
         colours = rng.integers(0, 256, size=(2, 3), dtype=np.uint8)
         hwc = np.broadcast_to(colours[:, None, None, :], (2, 32, 32, 3)).copy()
         images[name] = hwc
@@ -670,8 +704,9 @@ def test_cifar10_archive_is_decoded_and_resized(tmp_path, monkeypatch):
     np.testing.assert_array_equal(dataset.test.labels, [5, 8])
     # Uniform images keep their colour through the resize.
     np.testing.assert_array_equal(dataset.test.images[:, 0, 0], images["test_batch"][:, 0, 0])
-    np.testing.assert_array_equal(dataset.train.images[:, 5, 7], np.concatenate(
-        [images[f"data_batch_{i}"][:, 0, 0] for i in range(1, 6)]))
+    np.testing.assert_array_equal(
+        dataset.train.images[:, 5, 7], np.concatenate([images[f"data_batch_{i}"][:, 0, 0] for i in range(1, 6)])
+    )
     # At the native size nothing is resized.
     native = data.load_cifar10(tmp_path / "raw", 32)
     np.testing.assert_array_equal(native.test.images, images["test_batch"])

@@ -8,6 +8,7 @@
   the object says the stage reads must be among its deps, what it writes exactly its outs, metrics
   and plots.
 """
+
 import ast
 import importlib.util
 import re
@@ -71,10 +72,14 @@ def code_drift(stage_name: str, stage: dict, root: Path = ROOT) -> list[str]:
     listed = {Path(dep).stem for dep in deps if re.fullmatch(rf"src/{PACKAGE}/\w+\.py", dep)}
     imported = import_closure(root / script, root / "src" / PACKAGE)
     problems = [f"stage {stage_name!r}: script {script} is not in its deps"] if script not in deps else []
-    problems += [f"stage {stage_name!r}: missing dep src/{PACKAGE}/{name}.py (imported, not listed)"
-                 for name in sorted(imported - listed)]
-    problems += [f"stage {stage_name!r}: extra dep src/{PACKAGE}/{name}.py (listed, not imported)"
-                 for name in sorted(listed - imported)]
+    problems += [
+        f"stage {stage_name!r}: missing dep src/{PACKAGE}/{name}.py (imported, not listed)"
+        for name in sorted(imported - listed)
+    ]
+    problems += [
+        f"stage {stage_name!r}: extra dep src/{PACKAGE}/{name}.py (listed, not imported)"
+        for name in sorted(listed - imported)
+    ]
     return problems
 
 
@@ -100,6 +105,7 @@ def test_stage_code_deps_match_imports(stage_name):
 
 # --- the checker itself catches drift ------------------------------------------------------------
 
+
 def write_package(root: Path, modules: dict[str, str], script: str) -> Path:
     """A synthetic repo under `root`: src/transferlab/<name>.py per `modules`, and
     stages/run.py holding `script`; returns `root`."""
@@ -113,24 +119,28 @@ def write_package(root: Path, modules: dict[str, str], script: str) -> Path:
 
 
 def test_import_closure_follows_every_import_form(tmp_path):
-    root = write_package(tmp_path, {
-        "__init__": "from transferlab.a import thing\n",
-        "__main__": "from transferlab import a\n",
-        "a": "from transferlab.b import x\n",
-        "b": "def f():\n    import transferlab.c\n",      # function-local, `import` form
-        "c": "from . import d\n",                           # relative, inside the package
-        "d": "import os\n",
-        "e": "",                                            # never imported
-        "f": "",                                            # only via a re-exported name below
-    }, "from transferlab import a, thing\nimport transferlab\nfrom transferlab.f import *\n")
+    root = write_package(
+        tmp_path,
+        {
+            "__init__": "from transferlab.a import thing\n",
+            "__main__": "from transferlab import a\n",
+            "a": "from transferlab.b import x\n",
+            "b": "def f():\n    import transferlab.c\n",  # function-local, `import` form
+            "c": "from . import d\n",  # relative, inside the package
+            "d": "import os\n",
+            "e": "",  # never imported
+            "f": "",  # only via a re-exported name below
+        },
+        "from transferlab import a, thing\nimport transferlab\nfrom transferlab.f import *\n",
+    )
     assert import_closure(root / "stages" / "run.py", root / "src" / PACKAGE) == {"a", "b", "c", "d", "f"}
 
 
 def test_code_drift_reports_missing_extra_and_script(tmp_path):
-    root = write_package(tmp_path, {"a": "from transferlab import b\n", "b": "", "c": ""},
-                         "from transferlab import a\n")
-    stage = {"cmd": "python stages/run.py out", "deps": [
-        "src/transferlab/a.py", "src/transferlab/c.py", "data/in"]}
+    root = write_package(
+        tmp_path, {"a": "from transferlab import b\n", "b": "", "c": ""}, "from transferlab import a\n"
+    )
+    stage = {"cmd": "python stages/run.py out", "deps": ["src/transferlab/a.py", "src/transferlab/c.py", "data/in"]}
     assert code_drift("s", stage, root) == [
         "stage 's': script stages/run.py is not in its deps",
         "stage 's': missing dep src/transferlab/b.py (imported, not listed)",
@@ -151,6 +161,7 @@ def test_code_drift_catches_a_real_stage_losing_a_dep(stage_name):
 
 
 # --- each stage's cmd against its script's paths object -------------------------------------------
+
 
 def stage_paths_type(script: Path) -> type:
     """The paths type a stage script parses its arguments into (its module's `PATHS`)."""
@@ -174,17 +185,29 @@ def path_drift(stage_name: str, stage: dict) -> list[str]:
     parsed = paths.parse(stage_paths_type(ROOT / args[1]), "", args[2:])
     reads = [str(path) for path in paths.reading(parsed)]
     data_deps = [dep for dep in stage.get("deps", []) if not dep.endswith(".py")]
-    problems = [f"stage {stage_name!r}: reads {path}, which is not a dep"
-                for path in reads if not any(within(dep, path) for dep in data_deps)]
-    problems += [f"stage {stage_name!r}: dep {dep} is not among what its cmd reads"
-                 for dep in data_deps if not any(within(dep, path) for path in reads)]
+    problems = [
+        f"stage {stage_name!r}: reads {path}, which is not a dep"
+        for path in reads
+        if not any(within(dep, path) for dep in data_deps)
+    ]
+    problems += [
+        f"stage {stage_name!r}: dep {dep} is not among what its cmd reads"
+        for dep in data_deps
+        if not any(within(dep, path) for path in reads)
+    ]
     for section, written in paths.writing(parsed).items():
         written = [str(path) for path in written]
         declared = [next(iter(entry)) if isinstance(entry, dict) else entry for entry in stage.get(section, [])]
-        problems += [f"stage {stage_name!r}: writes {path}, which is not in its {section}"
-                     for path in written if not any(within(out, path) for out in declared)]
-        problems += [f"stage {stage_name!r}: {section} lists {out}, which its cmd does not write there"
-                     for out in declared if not any(within(out, path) for path in written)]
+        problems += [
+            f"stage {stage_name!r}: writes {path}, which is not in its {section}"
+            for path in written
+            if not any(within(out, path) for out in declared)
+        ]
+        problems += [
+            f"stage {stage_name!r}: {section} lists {out}, which its cmd does not write there"
+            for out in declared
+            if not any(within(out, path) for path in written)
+        ]
     return problems
 
 

@@ -1,4 +1,5 @@
 """engine: train/test steps, predict and the training loop on a tiny separable problem."""
+
 import copy
 
 import pytest
@@ -129,8 +130,15 @@ def _seeded_run(seed, epochs=3):
     engine.seed_everything(seed, CPU)
     model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 2))
     train, test = loaders(shuffle=True)  # shuffling and dropout use the global generator
-    history = engine.train(model, train, test, nn.CrossEntropyLoss(),
-                           torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), epochs, CPU)
+    history = engine.train(
+        model,
+        train,
+        test,
+        nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+        epochs,
+        CPU,
+    )
     return history, model.state_dict()
 
 
@@ -155,9 +163,16 @@ def test_on_epoch_is_called_after_every_epoch_with_the_history_so_far():
     model = wrong_model()
     train, test = loaders()
     calls = []
-    history = engine.train(model, train, test, nn.CrossEntropyLoss(),
-                           torch.optim.Adam(model.parameters(), lr=0.1), 4, CPU,
-                           on_epoch=lambda epoch, h: calls.append((epoch, copy.deepcopy(h))))
+    history = engine.train(
+        model,
+        train,
+        test,
+        nn.CrossEntropyLoss(),
+        torch.optim.Adam(model.parameters(), lr=0.1),
+        4,
+        CPU,
+        on_epoch=lambda epoch, h: calls.append((epoch, copy.deepcopy(h))),
+    )
     assert [epoch for epoch, _ in calls] == [1, 2, 3, 4]
     for epoch, seen in calls:
         assert seen == {k: v[:epoch] for k, v in history.items()}
@@ -177,10 +192,11 @@ def test_resume_from_history_continues_at_the_next_epoch():
         history = None
         for epochs in split:  # the same model, optimizer and loaders carry on between calls
             previous = copy.deepcopy(history)
-            history = engine.train(model, train, test, nn.CrossEntropyLoss(), optimizer, epochs, CPU,
-                                   on_epoch=on_epoch, history=history)
+            history = engine.train(
+                model, train, test, nn.CrossEntropyLoss(), optimizer, epochs, CPU, on_epoch=on_epoch, history=history
+            )
             if previous is not None:
-                assert {k: v[:len(previous[k])] for k, v in history.items()} == previous
+                assert {k: v[: len(previous[k])] for k, v in history.items()} == previous
         return history, calls, model.state_dict()
 
     full, full_calls, full_state = run([5])
@@ -201,6 +217,15 @@ def test_resume_does_not_modify_the_given_history_and_stops_when_done():
     assert history == given
     assert all(len(v) == 3 for v in longer.values())
     calls = []
-    done = engine.train(model, train, test, nn.CrossEntropyLoss(), optimizer, 3, CPU,
-                        on_epoch=lambda *a: calls.append(a), history=longer)
+    done = engine.train(
+        model,
+        train,
+        test,
+        nn.CrossEntropyLoss(),
+        optimizer,
+        3,
+        CPU,
+        on_epoch=lambda *a: calls.append(a),
+        history=longer,
+    )
     assert done == longer and calls == []

@@ -1,4 +1,5 @@
 """features: the feature cache computes each distinct image once per backbone and input size."""
+
 import dataclasses
 import time
 
@@ -194,6 +195,7 @@ def test_derived_artefacts_are_made_once_and_kept_beside_the_features(tmp_path, 
 
 # --- a disposable cache ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong shape"])
 def test_a_damaged_shard_is_reported_removed_and_recomputed(tmp_path, backbone, capsys, damage):
     images = _images(4, seed=9)
@@ -249,16 +251,22 @@ def test_concurrent_processes_keep_each_others_entries_and_compute_shared_images
 
     go = tmp_path / "go"
     seeds = {"a": "1,2,3", "b": "3,4,1"}  # seeds 1 and 3 are needed by both
-    racers = {name: subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path / "cache"), str(go), s,
-                                      str(tmp_path / f"{name}.pt")], stderr=subprocess.PIPE, text=True)
-              for name, s in seeds.items()}
+    racers = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", RACER, str(tmp_path / "cache"), str(go), s, str(tmp_path / f"{name}.pt")],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, s in seeds.items()
+    }
     time.sleep(1)
     go.touch()
     for name, racer in racers.items():
         assert racer.wait(timeout=300) == 0, racer.stderr.read()
         images = np.concatenate([_images(3, seed=int(s)) for s in seeds[name].split(",")])
-        torch.testing.assert_close(torch.load(tmp_path / f"{name}.pt"), _direct(_plain(lite0), images),
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            torch.load(tmp_path / f"{name}.pt"), _direct(_plain(lite0), images), rtol=1e-4, atol=1e-5
+        )
     stats = FeatureCache("effnet_lite0", 32, tmp_path / "cache", load=_unbuildable).stats()
     assert stats["images"] == stats["entries"] == 4 * 3  # seeds 1-4, three images each: none twice
 

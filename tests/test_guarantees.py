@@ -1,4 +1,5 @@
 """The README's guarantees, on the real pipeline: determinism, interrupt safety and resume."""
+
 import json
 import os
 import signal
@@ -8,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from helpers.images import make_image_folder
 from helpers.projects import locked_outputs, make_project, project_env, run, tiny_params
-
 from transferlab.outputs import load_torch
 
 pytestmark = pytest.mark.slow
@@ -46,8 +47,10 @@ def without_tensorboard(outputs: dict[str, str]) -> dict[str, str]:
 
 
 def test_two_clean_runs_give_identical_outputs(reference, tmp_path):
-    second = make_project(tmp_path / "project", long_tinyvgg_params(Path(yaml.safe_load(
-        (reference / "params.yaml").read_text())["data"]["source"])))
+    second = make_project(
+        tmp_path / "project",
+        long_tinyvgg_params(Path(yaml.safe_load((reference / "params.yaml").read_text())["data"]["source"])),
+    )
     run(["dvc", "repro", "--force"], second)
     expected = without_tensorboard(locked_outputs(reference))
     assert len(expected) >= 12
@@ -66,9 +69,16 @@ def test_interrupted_training_leaves_no_partial_output_and_resumes(reference, so
 
     # As in a terminal: its own process group, and SIGINT at its default even when this test runs in
     # a background job (whose shell sets SIGINT to ignored, which every child would inherit).
-    process = subprocess.Popen(["dvc", "repro"], cwd=project, env=project_env(project), start_new_session=True,
-                               preexec_fn=_default_sigint, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=project,
+        env=project_env(project),
+        start_new_session=True,
+        preexec_fn=_default_sigint,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not list((project / CHECKPOINTS).glob("*/epoch_*.pt")):
         assert process.poll() is None, process.communicate()[0]
@@ -95,4 +105,5 @@ def test_interrupted_training_leaves_no_partial_output_and_resumes(reference, so
     expected = without_tensorboard(locked_outputs(reference))
     assert without_tensorboard(locked_outputs(project)) == expected
     assert json.loads((project / "metrics/tinyvgg.json").read_text()) == json.loads(
-        (reference / "metrics/tinyvgg.json").read_text())
+        (reference / "metrics/tinyvgg.json").read_text()
+    )

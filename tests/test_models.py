@@ -1,4 +1,5 @@
 """models: TinyVGG, the transfer head, freezing, parameter counts and checkpoints."""
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +23,7 @@ def _uint8_images(n, size, seed=0):
 
 
 # --- TinyVGG --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["block_1", "block_2"])
 def test_tinyvgg_blocks_are_conv_relu_conv_relu_maxpool(name):
@@ -76,6 +78,7 @@ def test_uint8_to_float_is_nchw_in_unit_range():
 
 # --- head, freeze, count --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("in_features,n_classes,dropout", [(1280, 10, 0.2), (1408, 3, 0.3)])
 def test_make_head_is_dropout_then_linear(in_features, n_classes, dropout):
     head = models.make_head(in_features, n_classes, dropout)
@@ -121,7 +124,7 @@ def test_count_parameters_of_frozen_transfer_model(lite0_32):
         models.freeze(features)
         counts = models.count_parameters(models.TransferModel(features, head))
     finally:
-        for p, flag in zip(features.parameters(), was):
+        for p, flag in zip(features.parameters(), was, strict=True):
             p.requires_grad_(flag)
     backbone_params = sum(p.numel() for p in features.parameters())
     assert counts["trainable_params"] == 1280 * 3 + 3
@@ -130,6 +133,7 @@ def test_count_parameters_of_frozen_transfer_model(lite0_32):
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
+
 
 def test_tinyvgg_checkpoint_round_trips_into_classifier(tmp_path):
     torch.manual_seed(0)
@@ -175,11 +179,9 @@ def _transfer_model(backbone, n_classes, seed):
 
 def test_frozen_transfer_checkpoint_stores_only_the_head(tmp_path, lite0_32):
     model = _transfer_model(lite0_32, len(CLASSES), seed=0)
-    checkpoint = models.transfer_checkpoint(model.head, CLASSES, "effnet_lite0", 32, frozen=True,
-                                            data_image_size=24)
+    checkpoint = models.transfer_checkpoint(model.head, CLASSES, "effnet_lite0", 32, frozen=True, data_image_size=24)
     assert checkpoint["kind"] == "transfer"
-    assert checkpoint["config"] == {"backbone": "effnet_lite0", "image_size": 32, "frozen": True,
-                                    "data_image_size": 24}
+    assert checkpoint["config"] == {"backbone": "effnet_lite0", "image_size": 32, "frozen": True, "data_image_size": 24}
     assert set(checkpoint["state_dict"]) == {"1.weight", "1.bias"}
     assert checkpoint["state_dict"]["1.weight"].shape == (len(CLASSES), 1280)
 
@@ -203,8 +205,7 @@ def test_frozen_transfer_checkpoint_stores_only_the_head(tmp_path, lite0_32):
 
 def test_frozen_classifier_builds_its_backbone_only_when_the_full_model_is_used(lite0_32):
     model = _transfer_model(lite0_32, len(CLASSES), seed=1)
-    checkpoint = models.transfer_checkpoint(model.head, CLASSES, "effnet_lite0", 32, frozen=True,
-                                            data_image_size=32)
+    checkpoint = models.transfer_checkpoint(model.head, CLASSES, "effnet_lite0", 32, frozen=True, data_image_size=32)
     built = []
 
     def load_backbone(name, image_size):
@@ -215,8 +216,9 @@ def test_frozen_classifier_builds_its_backbone_only_when_the_full_model_is_used(
     features = torch.randn(4, 1280)
     with torch.no_grad():
         torch.testing.assert_close(classifier.head(features), model.eval().head(features), rtol=0, atol=0)
-    assert classifier.parameter_counts() == models.count_parameters(models.TransferModel(
-        _frozen_copy(lite0_32.features), model.head))
+    assert classifier.parameter_counts() == models.count_parameters(
+        models.TransferModel(_frozen_copy(lite0_32.features), model.head)
+    )
     assert built == []
     assert classifier.model.backbone is lite0_32.features and built == [("effnet_lite0", 32)]
 
@@ -235,8 +237,7 @@ def test_finetuned_transfer_checkpoint_stores_and_restores_the_backbone(tmp_path
     with torch.no_grad():  # as if fine-tuned: differs from the pretrained weights Classifier loads
         model.backbone.conv_stem.weight.mul_(-1.5)
     path = tmp_path / "finetuned.pt"
-    save_torch(path, models.transfer_checkpoint(model, CLASSES, "effnet_lite0", 32, frozen=False,
-                                                data_image_size=32))
+    save_torch(path, models.transfer_checkpoint(model, CLASSES, "effnet_lite0", 32, frozen=False, data_image_size=32))
     checkpoint = load_torch(path)
     assert "backbone.conv_stem.weight" in checkpoint["state_dict"]
     assert "head.1.weight" in checkpoint["state_dict"]
@@ -254,8 +255,7 @@ def test_finetuned_transfer_checkpoint_stores_and_restores_the_backbone(tmp_path
 
 def test_classifier_transfer_preprocess_uses_backbone_transform(lite0_32):
     model = _transfer_model(lite0_32, 2, seed=0)
-    checkpoint = models.transfer_checkpoint(model.head, ["a", "b"], "effnet_lite0", 32, frozen=True,
-                                            data_image_size=40)
+    checkpoint = models.transfer_checkpoint(model.head, ["a", "b"], "effnet_lite0", 32, frozen=True, data_image_size=40)
     classifier = Classifier(checkpoint)
     inputs = classifier.preprocess(_uint8_images(2, 40))
     assert inputs.shape == (2, 3, 32, 32)  # resized and centre-cropped to the backbone's size

@@ -1,4 +1,5 @@
 """params.yaml: loading, validation and typo detection."""
+
 import re
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def write(tmp_path, raw) -> str:
 
 # --- the repository's file ------------------------------------------------------------------------
 
+
 def test_repository_params_yaml_parses():
     p = params.load(PARAMS_YAML)
     assert p.seed == 42
@@ -35,8 +37,7 @@ def test_repository_params_yaml_parses():
     assert p.model == ("effnet_b0", "effnet_b2")
     assert p.train_size == (500, 1000)
     assert p.epochs == (5, 10)
-    assert p.transfer == params.TransferParams(freeze=True, image_size=None, batch_size=32, optimizer="adam",
-                                               lr=0.001)
+    assert p.transfer == params.TransferParams(freeze=True, image_size=None, batch_size=32, optimizer="adam", lr=0.001)
     assert p.select_best == params.SelectBestParams(metric="test_acc", predictions=12)
 
 
@@ -59,6 +60,7 @@ def test_params_dict_fixture_is_a_fresh_copy(params_dict):
 
 # --- unknown and missing keys ---------------------------------------------------------------------
 
+
 def test_typo_in_a_section_suggests_the_key(params_dict):
     params_dict["tinyvgg"]["epoch"] = params_dict["tinyvgg"].pop("epochs")
     message = parse_error(params_dict)
@@ -80,9 +82,16 @@ def test_top_level_typo_suggests_the_key(params_dict):
     assert "unknown key 'models' (did you mean 'model'?)" in parse_error(params_dict)
 
 
-@pytest.mark.parametrize(("section", "key"), [
-    (None, "seed"), (None, "select_best"), ("data", "image_size"), ("transfer", "lr"), ("subset", "test_size"),
-])
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        (None, "seed"),
+        (None, "select_best"),
+        ("data", "image_size"),
+        ("transfer", "lr"),
+        ("subset", "test_size"),
+    ],
+)
 def test_missing_key(params_dict, section, key):
     (params_dict if section is None else params_dict[section]).pop(key)
     full = key if section is None else f"{section}.{key}"
@@ -112,27 +121,31 @@ def test_empty_file_is_rejected(tmp_path):
 
 # --- types ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("section", "key", "value", "expected"), [
-    ("tinyvgg", "epochs", "10", "tinyvgg.epochs must be an integer, got '10'"),
-    ("tinyvgg", "epochs", True, "tinyvgg.epochs must be an integer, got True"),
-    ("tinyvgg", "epochs", 10.0, "tinyvgg.epochs must be an integer, got 10.0"),
-    ("tinyvgg", "epochs", 2.5, "tinyvgg.epochs must be an integer, got 2.5"),
-    ("tinyvgg", "epochs", None, "tinyvgg.epochs must be an integer, got None"),
-    (None, "seed", False, "seed must be an integer, got False"),
-    ("data", "image_size", "32", "data.image_size must be an integer"),
-    ("data", "source", 5, "data.source must be a string, got 5"),
-    ("data", "source", None, "data.source must be a string"),
-    ("transfer", "freeze", "yes please", "transfer.freeze must be true or false"),
-    ("transfer", "freeze", 1, "transfer.freeze must be true or false, got 1"),
-    ("transfer", "lr", "fast", "transfer.lr must be a number, got 'fast'"),
-    ("transfer", "lr", True, "transfer.lr must be a number, got True"),
-    ("transfer", "image_size", "224", "transfer.image_size must be an integer"),
-    ("transfer", "image_size", 224.0, "transfer.image_size must be an integer"),
-    (None, "train_size", [500, "1000"], "train_size must be an integer, got '1000'"),
-    (None, "epochs", [5, True], "epochs must be an integer, got True"),
-    (None, "train_size", 2.5, "train_size must be an integer, got 2.5"),
-    (None, "train_size", [[500]], "train_size must be an integer, got [500]"),
-])
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("tinyvgg", "epochs", "10", "tinyvgg.epochs must be an integer, got '10'"),
+        ("tinyvgg", "epochs", True, "tinyvgg.epochs must be an integer, got True"),
+        ("tinyvgg", "epochs", 10.0, "tinyvgg.epochs must be an integer, got 10.0"),
+        ("tinyvgg", "epochs", 2.5, "tinyvgg.epochs must be an integer, got 2.5"),
+        ("tinyvgg", "epochs", None, "tinyvgg.epochs must be an integer, got None"),
+        (None, "seed", False, "seed must be an integer, got False"),
+        ("data", "image_size", "32", "data.image_size must be an integer"),
+        ("data", "source", 5, "data.source must be a string, got 5"),
+        ("data", "source", None, "data.source must be a string"),
+        ("transfer", "freeze", "yes please", "transfer.freeze must be true or false"),
+        ("transfer", "freeze", 1, "transfer.freeze must be true or false, got 1"),
+        ("transfer", "lr", "fast", "transfer.lr must be a number, got 'fast'"),
+        ("transfer", "lr", True, "transfer.lr must be a number, got True"),
+        ("transfer", "image_size", "224", "transfer.image_size must be an integer"),
+        ("transfer", "image_size", 224.0, "transfer.image_size must be an integer"),
+        (None, "train_size", [500, "1000"], "train_size must be an integer, got '1000'"),
+        (None, "epochs", [5, True], "epochs must be an integer, got True"),
+        (None, "train_size", 2.5, "train_size must be an integer, got 2.5"),
+        (None, "train_size", [[500]], "train_size must be an integer, got [500]"),
+    ],
+)
 def test_wrong_types(params_dict, section, key, value, expected):
     (params_dict if section is None else params_dict[section])[key] = value
     assert expected in parse_error(params_dict)
@@ -153,12 +166,23 @@ def test_transfer_image_size_accepts_an_integer_or_null(params_dict):
 
 # --- ranges ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("section", "key"), [
-    ("data", "image_size"), ("subset", "tinyvgg_train_size"), ("subset", "test_size"),
-    ("tinyvgg", "hidden_units"), ("tinyvgg", "epochs"), ("tinyvgg", "batch_size"),
-    ("transfer", "batch_size"), ("transfer", "image_size"), ("select_best", "predictions"),
-    (None, "train_size"), (None, "epochs"),
-])
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("data", "image_size"),
+        ("subset", "tinyvgg_train_size"),
+        ("subset", "test_size"),
+        ("tinyvgg", "hidden_units"),
+        ("tinyvgg", "epochs"),
+        ("tinyvgg", "batch_size"),
+        ("transfer", "batch_size"),
+        ("transfer", "image_size"),
+        ("select_best", "predictions"),
+        (None, "train_size"),
+        (None, "epochs"),
+    ],
+)
 @pytest.mark.parametrize("value", [0, -3])
 def test_zero_and_negative_sizes_are_rejected(params_dict, section, key, value):
     (params_dict if section is None else params_dict[section])[key] = value
@@ -200,6 +224,7 @@ def test_size_of_one_is_accepted(params_dict):
 
 # --- choices --------------------------------------------------------------------------------------
 
+
 def test_unknown_model_lists_the_choices(params_dict):
     params_dict["model"] = ["effnet_b0", "resnet50"]
     message = parse_error(params_dict)
@@ -235,6 +260,7 @@ def test_valid_choices_are_accepted(params_dict):
 
 # --- grid axes ------------------------------------------------------------------------------------
 
+
 def test_grid_axes_accept_a_scalar(params_dict):
     params_dict.update(model="effnet_lite0", train_size=300, epochs=3)
     p = params.parse(params_dict)
@@ -250,8 +276,7 @@ def test_grid_axes_accept_a_list_and_keep_its_order(params_dict):
 
 
 def test_grid_axes_are_deduplicated(params_dict):
-    params_dict.update(model=["effnet_b0", "effnet_b2", "effnet_b0"], train_size=[500, 500, 100, 500],
-                       epochs=[5, 5])
+    params_dict.update(model=["effnet_b0", "effnet_b2", "effnet_b0"], train_size=[500, 500, 100, 500], epochs=[5, 5])
     p = params.parse(params_dict)
     assert p.model == ("effnet_b0", "effnet_b2")
     assert p.train_size == (500, 100)
@@ -270,6 +295,7 @@ def test_only_grid_axes_take_lists(params_dict):
 
 
 # --- the file -------------------------------------------------------------------------------------
+
 
 def test_errors_name_the_file(tmp_path, params_dict):
     params_dict["tinyvgg"]["epoch"] = params_dict["tinyvgg"].pop("epochs")

@@ -1,15 +1,21 @@
 """End to end: the real `dvc repro` in a temporary copy of the project, on a tiny dataset."""
+
 import json
 import math
 from pathlib import Path
 
 import pytest
+
 from helpers.images import make_image_folder
 from helpers.projects import commit_all, make_project, run, tiny_params
 from helpers.tensorboard import events
 
-EXPERIMENTS = ["9_images-effnet_lite0-1_epochs", "9_images-effnet_lite0-2_epochs",
-               "15_images-effnet_lite0-1_epochs", "15_images-effnet_lite0-2_epochs"]
+EXPERIMENTS = [
+    "9_images-effnet_lite0-1_epochs",
+    "9_images-effnet_lite0-2_epochs",
+    "15_images-effnet_lite0-1_epochs",
+    "15_images-effnet_lite0-2_epochs",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +34,22 @@ def project(tmp_path_factory, tiny_image_folder) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_image_folder(tmp_path_factory) -> Path:
-    return make_image_folder(tmp_path_factory.mktemp("data") / "images", classes=("red", "green", "blue"),
-                             n_train=20, n_test=8, size=24)
+    return make_image_folder(
+        tmp_path_factory.mktemp("data") / "images", classes=("red", "green", "blue"), n_train=20, n_test=8, size=24
+    )
 
 
 def test_repro_writes_every_output(project):
-    for path in ["data/prepared/train_images.npy", "data/subsets/test.json", "models/tinyvgg.pt",
-                 "models/best.pt", "reports/leaderboard.md", "reports/predictions.png",
-                 "reports/model_summaries/effnet_lite0.txt", "plots/tinyvgg.json"]:
+    for path in [
+        "data/prepared/train_images.npy",
+        "data/subsets/test.json",
+        "models/tinyvgg.pt",
+        "models/best.pt",
+        "reports/leaderboard.md",
+        "reports/predictions.png",
+        "reports/model_summaries/effnet_lite0.txt",
+        "plots/tinyvgg.json",
+    ]:
         assert (project / path).is_file(), path
     assert sorted(p.stem for p in (project / "models/transfer").glob("*.pt")) == sorted(EXPERIMENTS)
     assert sorted(p.stem for p in (project / "plots/transfer").glob("*.json")) == sorted(EXPERIMENTS)
@@ -58,8 +72,10 @@ def test_metrics_are_sensible_and_consistent(project):
         assert evaluation[name]["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-4)
     for name in EXPERIMENTS:  # frozen backbone: only the head trains
         assert transfer[name]["trainable_params"] == 1280 * 3 + 3 < transfer[name]["total_params"]
-    ranked = sorted(evaluation, key=lambda n: (-evaluation[n]["test_acc"], evaluation[n]["test_loss"],
-                                               evaluation[n]["total_params"]))
+    ranked = sorted(
+        evaluation,
+        key=lambda n: (-evaluation[n]["test_acc"], evaluation[n]["test_loss"], evaluation[n]["total_params"]),
+    )
     assert best["name"] == ranked[0]
     leaderboard = (project / "reports/leaderboard.md").read_text()
     assert leaderboard.index(ranked[0]) < leaderboard.index(ranked[-1])
@@ -94,8 +110,10 @@ def test_exp_run_and_metrics_diff(project):
     assert sorted(transfer) == sorted(n for n in EXPERIMENTS if n.endswith("2_epochs"))
     diff = run(["dvc", "metrics", "diff"], project)
     assert "metrics/transfer.json" in diff.stdout
-    run(["dvc", "exp", "run", "-S", "model=[effnet_lite0,effnet_lite2]", "-S", "train_size=9", "-S", "epochs=1"],
-        project)
+    run(
+        ["dvc", "exp", "run", "-S", "model=[effnet_lite0,effnet_lite2]", "-S", "train_size=9", "-S", "epochs=1"],
+        project,
+    )
     transfer = json.loads((project / "metrics/transfer.json").read_text())
     assert sorted(transfer) == ["9_images-effnet_lite0-1_epochs", "9_images-effnet_lite2-1_epochs"]
     assert (project / "runs/transfer/9_images/effnet_lite2/1_epochs").is_dir()

@@ -1,4 +1,5 @@
 """predict: classify image files with an exported model, from Python and from the command line."""
+
 import os
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def test_predict_returns_class_and_probability_per_image(project):
     result = predict(paths, project / "models" / "best.pt")
     assert len(result) == len(paths)
     expected = expected_predictions(project, paths)
-    for (label, probability), (expected_label, expected_probability) in zip(result, expected):
+    for (label, probability), (expected_label, expected_probability) in zip(result, expected, strict=True):
         assert label in CLASSES
         assert isinstance(probability, float)
         assert 1 / len(CLASSES) <= probability <= 1
@@ -77,7 +78,7 @@ def test_predict_keeps_the_order_of_the_files(project):
     forward = predict(paths, project / "models" / "best.pt")
     backward = predict(paths[::-1], project / "models" / "best.pt")
     assert [label for label, _ in backward] == [label for label, _ in forward[::-1]]
-    for (_, p), (_, q) in zip(backward, forward[::-1]):
+    for (_, p), (_, q) in zip(backward, forward[::-1], strict=True):
         assert p == pytest.approx(q, abs=1e-6)
 
 
@@ -118,8 +119,9 @@ def test_missing_model_file_is_a_user_error_with_the_path(project):
 def test_cli_in_process_turns_user_errors_into_one_line(project, monkeypatch, capsys):
     monkeypatch.delenv(DEBUG_ENV, raising=False)
     missing = project / "missing.png"
-    monkeypatch.setattr(sys, "argv", ["transferlab", "predict", str(missing),
-                                      "--model", str(project / "models" / "best.pt")])
+    monkeypatch.setattr(
+        sys, "argv", ["transferlab", "predict", str(missing), "--model", str(project / "models" / "best.pt")]
+    )
     with pytest.raises(SystemExit) as exit_info:
         cli_module.cli()
     assert exit_info.value.code == 1
@@ -134,10 +136,17 @@ def test_cli_in_process_turns_user_errors_into_one_line(project, monkeypatch, ca
 
 # --- the real command line ------------------------------------------------------------------------
 
+
 def run_cli(args, cwd):
     env = {k: v for k, v in os.environ.items() if k != DEBUG_ENV}
-    return subprocess.run([sys.executable, "-m", "transferlab", "predict", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "transferlab", "predict", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_prints_one_line_per_image(project):
@@ -146,7 +155,8 @@ def test_cli_prints_one_line_per_image(project):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == len(relative)
-    for line, path, (label, probability) in zip(lines, relative, expected_predictions(project, image_files(project))):
+    expected = expected_predictions(project, image_files(project))
+    for line, path, (label, probability) in zip(lines, relative, expected, strict=True):
         printed_path, printed_label, printed_probability = line.split("\t")
         assert (printed_path, printed_label) == (path, label)
         assert len(printed_probability.split(".")[1]) == 4

@@ -1,4 +1,5 @@
 """Real CIFAR-10 (../shared/data/cifar10-jpg.tar.gz, when present): the product's headline claims."""
+
 import dataclasses
 from pathlib import Path
 
@@ -28,25 +29,35 @@ def workdir(tmp_path_factory) -> Path:
 def real_params() -> params.Params:
     """The committed params.yaml, reading the local archive, with the grid cut to lite0 x 500 x 5."""
     p = params.load(ROOT / "params.yaml")
-    return dataclasses.replace(p, data=dataclasses.replace(p.data, source=str(ARCHIVE)),
-                               model=("effnet_lite0",), train_size=(500,), epochs=(5,))
+    return dataclasses.replace(
+        p,
+        data=dataclasses.replace(p.data, source=str(ARCHIVE)),
+        model=("effnet_lite0",),
+        train_size=(500,),
+        epochs=(5,),
+    )
 
 
 @pytest.fixture(scope="module")
 def prepared(workdir, real_params) -> tuple[Path, Path]:
     data_dir, subsets_dir = workdir / "prepared", workdir / "subsets"
     dataset = data.prepare(real_params.data.source, real_params.data.image_size, data_dir, workdir / "raw")
-    chosen = subsets.make_subsets(dataset.train.labels, dataset.test.labels, len(dataset.classes),
-                                  real_params.seed, real_params.subset.tinyvgg_train_size,
-                                  real_params.train_size, real_params.subset.test_size)
+    chosen = subsets.make_subsets(
+        dataset.train.labels,
+        dataset.test.labels,
+        len(dataset.classes),
+        real_params.seed,
+        real_params.subset.tinyvgg_train_size,
+        real_params.train_size,
+        real_params.subset.test_size,
+    )
     subsets.save(chosen, subsets_dir)
     return data_dir, subsets_dir
 
 
 def test_archive_becomes_full_cifar10(prepared):
     dataset = data.load(prepared[0])
-    assert dataset.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                               "ship", "truck"]
+    assert dataset.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     assert dataset.train.images.shape == (50_000, 32, 32, 3) and dataset.test.images.shape == (10_000, 32, 32, 3)
     assert np.bincount(dataset.train.labels).tolist() == [5000] * 10
     assert np.bincount(dataset.test.labels).tolist() == [1000] * 10
@@ -54,8 +65,13 @@ def test_archive_becomes_full_cifar10(prepared):
 
 @pytest.fixture(scope="module")
 def tinyvgg_metrics(workdir, real_params, prepared, monkeypatch_module) -> dict:
-    paths = TinyVGGPaths(*prepared, workdir / "tinyvgg.pt", workdir / "tinyvgg.json", workdir / "tinyvgg_plot.json",
-                         workdir / "runs/tinyvgg")
+    paths = TinyVGGPaths(
+        *prepared,
+        workdir / "tinyvgg.pt",
+        workdir / "tinyvgg.json",
+        workdir / "tinyvgg_plot.json",
+        workdir / "runs/tinyvgg",
+    )
     return train_tinyvgg(real_params, paths)
 
 
@@ -72,10 +88,18 @@ def test_tinyvgg_on_10000_reaches_45_percent(tinyvgg_metrics):
 
 
 def test_lite0_on_500_beats_tinyvgg_on_10000(workdir, real_params, prepared, tinyvgg_metrics, monkeypatch_module):
-    paths = TransferPaths(*prepared, workdir / "models", workdir / "transfer.json", workdir / "plots",
-                          workdir / "runs/transfer", workdir / "summaries")
+    paths = TransferPaths(
+        *prepared,
+        workdir / "models",
+        workdir / "transfer.json",
+        workdir / "plots",
+        workdir / "runs/transfer",
+        workdir / "summaries",
+    )
     results = train_transfer(real_params, paths, workdir / "features")
     lite0 = results["500_images-effnet_lite0-5_epochs"]
-    print(f"effnet_lite0, 500 train images, 5 epochs: test_acc {lite0['test_acc']:.4f}; "
-          f"TinyVGG, 10,000: {tinyvgg_metrics['test_acc']:.4f}")
+    print(
+        f"effnet_lite0, 500 train images, 5 epochs: test_acc {lite0['test_acc']:.4f}; "
+        f"TinyVGG, 10,000: {tinyvgg_metrics['test_acc']:.4f}"
+    )
     assert lite0["test_acc"] > tinyvgg_metrics["test_acc"]

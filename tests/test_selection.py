@@ -1,4 +1,5 @@
 """selection: the ranking rule and the leaderboard."""
+
 import random
 
 import pytest
@@ -7,8 +8,12 @@ from transferlab.selection import leaderboard_markdown, rank, ranking_key
 
 
 def m(acc, loss, total, trainable=None):
-    return {"test_acc": acc, "test_loss": loss, "total_params": total,
-            "trainable_params": total if trainable is None else trainable}
+    return {
+        "test_acc": acc,
+        "test_loss": loss,
+        "total_params": total,
+        "trainable_params": total if trainable is None else trainable,
+    }
 
 
 RESULTS = {
@@ -26,21 +31,31 @@ def names(ranked):
 
 def test_rank_by_accuracy_ties_by_lower_loss():
     assert names(rank(RESULTS, "test_acc")) == [
-        "1000_images-effnet_b0-5_epochs", "500_images-effnet_b2-5_epochs", "500_images-effnet_b0-5_epochs",
-        "1000_images-effnet_b2-5_epochs", "tinyvgg",
+        "1000_images-effnet_b0-5_epochs",
+        "500_images-effnet_b2-5_epochs",
+        "500_images-effnet_b0-5_epochs",
+        "1000_images-effnet_b2-5_epochs",
+        "tinyvgg",
     ]
 
 
 def test_rank_by_accuracy_then_loss_then_fewer_parameters():
-    results = {"big": m(0.9, 0.3, 5_000), "small": m(0.9, 0.3, 1_000), "lossy": m(0.9, 0.31, 10),
-               "worse": m(0.89, 0.01, 1)}
+    results = {
+        "big": m(0.9, 0.3, 5_000),
+        "small": m(0.9, 0.3, 1_000),
+        "lossy": m(0.9, 0.31, 10),
+        "worse": m(0.89, 0.01, 1),
+    }
     assert names(rank(results, "test_acc")) == ["small", "big", "lossy", "worse"]
 
 
 def test_rank_by_loss():
     assert names(rank(RESULTS, "test_loss")) == [
-        "1000_images-effnet_b2-5_epochs", "500_images-effnet_b2-5_epochs", "500_images-effnet_b0-5_epochs",
-        "1000_images-effnet_b0-5_epochs", "tinyvgg",
+        "1000_images-effnet_b2-5_epochs",
+        "500_images-effnet_b2-5_epochs",
+        "500_images-effnet_b0-5_epochs",
+        "1000_images-effnet_b0-5_epochs",
+        "tinyvgg",
     ]
     results = {"big": m(0.9, 0.3, 5_000), "small": m(0.5, 0.3, 1_000), "best": m(0.1, 0.2, 9_000)}
     assert names(rank(results, "test_loss")) == ["best", "small", "big"]
@@ -77,7 +92,7 @@ def test_leaderboard_rows_in_ranked_order():
     assert len(rows) == len(RESULTS)
     assert rows[0] == "| 1 | 1000_images-effnet_b0-5_epochs | 85.00% | 0.6500 | 12,810 | 4,000,000 |"
     assert rows[-1] == "| 5 | tinyvgg | 40.00% | 1.7000 | 20,000 | 20,000 |"
-    for i, (row, name) in enumerate(zip(rows, names(ranked)), start=1):
+    for i, (row, name) in enumerate(zip(rows, names(ranked), strict=True), start=1):
         assert row.startswith(f"| {i} | {name} |")
 
 

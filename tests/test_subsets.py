@@ -1,4 +1,5 @@
 """The subset stage's logic: seeded, class-balanced, nested index subsets."""
+
 import itertools
 
 import numpy as np
@@ -30,8 +31,10 @@ def class_counts(indices, labels, n_classes=N_CLASSES) -> list[int]:
 
 # --- class_quotas ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("size", "n_classes"), [(0, 3), (1, 3), (9, 3), (10, 3), (11, 3), (7, 10),
-                                                 (1000, 10), (1003, 10), (5, 1)])
+
+@pytest.mark.parametrize(
+    ("size", "n_classes"), [(0, 3), (1, 3), (9, 3), (10, 3), (11, 3), (7, 10), (1000, 10), (1003, 10), (5, 1)]
+)
 def test_class_quotas_sum_and_are_even(size, n_classes):
     quotas = class_quotas(size, n_classes)
     assert len(quotas) == n_classes
@@ -49,14 +52,18 @@ def test_class_quotas_examples():
 
 # --- max_balanced_size ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("counts", "expected"), [
-    ([20, 20, 20], 60),
-    ([5, 2, 10], 7),    # 7 -> [3, 2, 2] fits; 8 -> [3, 3, 2] needs 3 of class 1
-    ([2, 5, 10], 6),    # 7 -> [3, 2, 2] needs 3 of class 0: the remainder goes to early classes
-    ([10, 10, 3], 11),  # 11 -> [4, 4, 3]; 12 -> [4, 4, 4]
-    ([0, 5, 5], 0),     # an empty class allows no balanced subset
-    ([1, 1, 1], 3),
-])
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        ([20, 20, 20], 60),
+        ([5, 2, 10], 7),  # 7 -> [3, 2, 2] fits; 8 -> [3, 3, 2] needs 3 of class 1
+        ([2, 5, 10], 6),  # 7 -> [3, 2, 2] needs 3 of class 0: the remainder goes to early classes
+        ([10, 10, 3], 11),  # 11 -> [4, 4, 3]; 12 -> [4, 4, 4]
+        ([0, 5, 5], 0),  # an empty class allows no balanced subset
+        ([1, 1, 1], 3),
+    ],
+)
 def test_max_balanced_size_with_unequal_class_counts(counts, expected):
     labels = shuffled_labels(counts)
     assert max_balanced_size(labels, len(counts)) == expected
@@ -72,13 +79,14 @@ def test_max_balanced_size_counts_classes_missing_from_the_labels():
 @pytest.mark.parametrize("counts", list(itertools.product([0, 1, 3, 4, 7], repeat=3)))
 def test_max_balanced_size_matches_brute_force(counts):
     def fits(size):
-        return all(q <= c for q, c in zip(class_quotas(size, 3), counts))
+        return all(q <= c for q, c in zip(class_quotas(size, 3), counts, strict=True))
 
     expected = max(size for size in range(sum(counts) + 1) if fits(size))
     assert max_balanced_size(shuffled_labels(list(counts)), 3) == expected
 
 
 # --- subsets --------------------------------------------------------------------------------------
+
 
 def test_subsets_are_class_balanced():
     result = subsets(tinyvgg=13, transfer=(6, 10), test=8)
@@ -146,11 +154,14 @@ def test_whole_split_is_allowed():
     assert result["test"] == list(range(21))
 
 
-@pytest.mark.parametrize(("kwargs", "key", "maximum"), [
-    ({"tinyvgg": 61}, "subset.tinyvgg_train_size", 60),
-    ({"transfer": (6, 100)}, "train_size", 60),
-    ({"test": 22}, "subset.test_size", 21),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "key", "maximum"),
+    [
+        ({"tinyvgg": 61}, "subset.tinyvgg_train_size", 60),
+        ({"transfer": (6, 100)}, "train_size", 60),
+        ({"test": 22}, "subset.test_size", 21),
+    ],
+)
 def test_sizes_larger_than_available_raise_user_error(kwargs, key, maximum):
     with pytest.raises(UserError) as excinfo:
         subsets(**kwargs)

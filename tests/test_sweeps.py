@@ -1,13 +1,14 @@
 """DVC's sweeps on one machine-wide feature cache: the queue's workers share it, and damage to it
 is recomputed, never fatal. End to end, the real `dvc`, on a tiny generated dataset."""
+
 import json
 import time
 from pathlib import Path
 
 import pytest
+
 from helpers.images import make_image_folder
 from helpers.projects import commit_all, machine_cache, make_project, run, tiny_params
-
 from transferlab.features import FeatureCache
 
 pytestmark = pytest.mark.slow
@@ -18,8 +19,9 @@ TEST_SIZE = 12
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> Path:
     """A committed project after `dvc repro` of one experiment (lite0, 6 images, 1 epoch)."""
-    source = make_image_folder(tmp_path_factory.mktemp("data") / "images", classes=("red", "green", "blue"),
-                               n_train=20, n_test=8, size=24)
+    source = make_image_folder(
+        tmp_path_factory.mktemp("data") / "images", classes=("red", "green", "blue"), n_train=20, n_test=8, size=24
+    )
     params = tiny_params(source)
     params.update(train_size=6, epochs=1)
     params["subset"]["test_size"] = TEST_SIZE
@@ -51,8 +53,10 @@ def experiments_shown(project: Path) -> dict[str, dict]:
         for experiment in commit.get("experiments") or []:
             for revision in experiment["revs"]:
                 data = revision["data"]
-                shown[experiment["name"]] = {"params": data["params"]["params.yaml"]["data"],
-                                             "metrics": {path: m["data"] for path, m in data["metrics"].items()}}
+                shown[experiment["name"]] = {
+                    "params": data["params"]["params.yaml"]["data"],
+                    "metrics": {path: m["data"] for path, m in data["metrics"].items()},
+                }
     return shown
 
 

@@ -1,4 +1,5 @@
 """training: `fit`'s per-epoch states, resume, continuation, and damaged states."""
+
 import copy
 from pathlib import Path
 
@@ -46,15 +47,23 @@ def make_model(init_seed=0, width=8):
 def run_fit(directory, epochs=4, init_seed=0, seed=7, train=TRAIN, setting=None, width=8, keep_every_epoch=False):
     model = make_model(init_seed, width)
     run = RecordingRun()
-    history = fit(TrainingRun(model, train, TEST, setting or settings(), seed), epochs, CPU, run,
-                  Checkpoints(directory, keep_every_epoch), desc="t")
+    history = fit(
+        TrainingRun(model, train, TEST, setting or settings(), seed),
+        epochs,
+        CPU,
+        run,
+        Checkpoints(directory, keep_every_epoch),
+        desc="t",
+    )
     return history, model.state_dict(), run
 
 
 def saved_epochs(directory) -> dict[str, list[int]]:
     """{run fingerprint: its saved epochs}."""
-    return {run.name: sorted(int(f.stem.removeprefix("epoch_")) for f in run.glob("epoch_*.pt"))
-            for run in sorted(Path(directory).iterdir())}
+    return {
+        run.name: sorted(int(f.stem.removeprefix("epoch_")) for f in run.glob("epoch_*.pt"))
+        for run in sorted(Path(directory).iterdir())
+    }
 
 
 def counting_steps(monkeypatch) -> list:
@@ -151,8 +160,9 @@ def test_fit_continues_from_the_nearest_earlier_kept_epoch(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("damage", [b"garbage", "truncated", "other state"])
-def test_fit_discards_a_damaged_newest_state_and_retrains_only_that_epoch(tmp_path, monkeypatch, capsys, reference,
-                                                                          damage):
+def test_fit_discards_a_damaged_newest_state_and_retrains_only_that_epoch(
+    tmp_path, monkeypatch, capsys, reference, damage
+):
     directory = tmp_path / "all"
     run_fit(directory, keep_every_epoch=True)
     [run_dir] = directory.iterdir()
@@ -181,13 +191,16 @@ def test_fit_with_a_finished_run_trains_nothing(tmp_path, monkeypatch, reference
     assert run.logged == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("stale", [
-    dict(seed=8),  # another seed
-    dict(setting=settings(lr=0.01)),  # other hyperparameters
-    dict(setting=settings(optimizer="sgd")),
-    dict(train=make_data(2)),  # other training data
-    dict(width=6),  # another model
-])
+@pytest.mark.parametrize(
+    "stale",
+    [
+        dict(seed=8),  # another seed
+        dict(setting=settings(lr=0.01)),  # other hyperparameters
+        dict(setting=settings(optimizer="sgd")),
+        dict(train=make_data(2)),  # other training data
+        dict(width=6),  # another model
+    ],
+)
 def test_fit_ignores_the_states_of_other_runs(tmp_path, reference, stale):
     directory = tmp_path / "run"
     run_fit(directory, epochs=2, **stale)
@@ -207,5 +220,3 @@ def test_fit_trains_only_the_trainable_parameters(tmp_path):
     fit(TrainingRun(model, TRAIN, TEST, settings(), 7), 2, CPU, RecordingRun(), Checkpoints(tmp_path, False), desc="t")
     assert_same_state(model[0].state_dict(), frozen)
     assert not torch.equal(model[3].weight, make_model()[3].weight)
-
-

@@ -1,4 +1,5 @@
 """transfer: the grid, and train_transfer on the engine (frozen heads and fine-tuning)."""
+
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ def grid_params(**axes) -> params.Params:
 
 # --- the grid -------------------------------------------------------------------------------------
 
+
 def test_experiment_names():
     experiment = Experiment("effnet_b0", 500, 5)
     assert experiment.run_name == "500_images/effnet_b0/5_epochs"
@@ -40,10 +42,14 @@ def test_expand_grid_with_list_axes_is_every_combination_in_order():
     grid = expand_grid(grid_params(model=["effnet_b0", "effnet_lite0"], train_size=[500, 1000], epochs=[5, 10]))
     assert len(grid) == 8
     assert [e.name for e in grid] == [
-        "500_images-effnet_b0-5_epochs", "500_images-effnet_b0-10_epochs",
-        "1000_images-effnet_b0-5_epochs", "1000_images-effnet_b0-10_epochs",
-        "500_images-effnet_lite0-5_epochs", "500_images-effnet_lite0-10_epochs",
-        "1000_images-effnet_lite0-5_epochs", "1000_images-effnet_lite0-10_epochs",
+        "500_images-effnet_b0-5_epochs",
+        "500_images-effnet_b0-10_epochs",
+        "1000_images-effnet_b0-5_epochs",
+        "1000_images-effnet_b0-10_epochs",
+        "500_images-effnet_lite0-5_epochs",
+        "500_images-effnet_lite0-10_epochs",
+        "1000_images-effnet_lite0-5_epochs",
+        "1000_images-effnet_lite0-10_epochs",
     ]
     assert grid[2] == Experiment(model="effnet_b0", train_size=1000, epochs=5)
     assert grid[5].run_name == "500_images/effnet_lite0/10_epochs"
@@ -51,12 +57,16 @@ def test_expand_grid_with_list_axes_is_every_combination_in_order():
 
 def test_expand_grid_mixes_scalar_and_list_axes():
     grid = expand_grid(grid_params(model="effnet_lite2", train_size=[100, 50, 200], epochs=3))
-    assert grid == [Experiment("effnet_lite2", 100, 3), Experiment("effnet_lite2", 50, 3),
-                    Experiment("effnet_lite2", 200, 3)]
+    assert grid == [
+        Experiment("effnet_lite2", 100, 3),
+        Experiment("effnet_lite2", 50, 3),
+        Experiment("effnet_lite2", 200, 3),
+    ]
     assert len({e.name for e in grid}) == 3
 
 
 # --- train_transfer -------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def grid_run(tmp_path, monkeypatch, image_folder_factory):
@@ -68,8 +78,9 @@ def grid_run(tmp_path, monkeypatch, image_folder_factory):
     monkeypatch.chdir(tmp_path)
     dataset = data.load_image_folder(image_folder_factory(tmp_path / "images", n_train=4, n_test=2, size=8), 8)
     data.save(dataset, tmp_path / "prepared")
-    subsets.save(subsets.make_subsets(dataset.train.labels, dataset.test.labels, 3, 0, 6, (6,), 6),
-                 tmp_path / "subsets")
+    subsets.save(
+        subsets.make_subsets(dataset.train.labels, dataset.test.labels, 3, 0, 6, (6,), 6), tmp_path / "subsets"
+    )
     calls = []
 
     def run(freeze=True, cache="features", **axes):
@@ -78,18 +89,28 @@ def grid_run(tmp_path, monkeypatch, image_folder_factory):
         raw["transfer"].update(freeze=freeze, image_size=32, batch_size=3)
         out = tmp_path / f"run{len(calls)}"
         calls.append(out)
-        paths = TransferPaths(tmp_path / "prepared", tmp_path / "subsets", out / "models", out / "metrics.json",
-                              out / "plots", out / "runs", out / "summaries")
+        paths = TransferPaths(
+            tmp_path / "prepared",
+            tmp_path / "subsets",
+            out / "models",
+            out / "metrics.json",
+            out / "plots",
+            out / "runs",
+            out / "summaries",
+        )
         results = train_transfer(params.parse(raw), paths, tmp_path / cache)
         return results, out
+
     run.dataset = dataset
     return run
 
 
 def assert_same_experiment(name, results, out, other_results, other_out):
     assert results[name] == other_results[name]
-    assert_same_state(load_torch(out / "models" / f"{name}.pt")["state_dict"],
-                      load_torch(other_out / "models" / f"{name}.pt")["state_dict"])
+    assert_same_state(
+        load_torch(out / "models" / f"{name}.pt")["state_dict"],
+        load_torch(other_out / "models" / f"{name}.pt")["state_dict"],
+    )
     assert (out / "plots" / f"{name}.json").read_text() == (other_out / "plots" / f"{name}.json").read_text()
 
 

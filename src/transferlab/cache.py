@@ -9,6 +9,7 @@ A cache is disposable: an entry that cannot be read, or holds what it should not
 one line, removed and recomputed. Writers serialise on file locks (`exclusive`), and every file
 is written atomically, so a reader never sees a partial entry and no writer loses another's.
 """
+
 import contextlib
 import os
 import sys

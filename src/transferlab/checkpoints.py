@@ -6,6 +6,7 @@ one file per epoch. A run finds the latest state at or below its epoch count and
 there. States are disposable: one that cannot be read or does not fit the run is reported, removed,
 and the next older one (or a fresh start) is used instead.
 """
+
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +24,13 @@ class Checkpoints:
         self.directory, self.keep_every_epoch = Path(directory), keep_every_epoch
 
     def _files(self, fingerprint: str) -> dict[int, Path]:
-        return {int(path.stem.removeprefix("epoch_")): path
-                for path in (self.directory / fingerprint).glob("epoch_*.pt")}
+        return {
+            int(path.stem.removeprefix("epoch_")): path for path in (self.directory / fingerprint).glob("epoch_*.pt")
+        }
 
-    def latest(self, fingerprint: str, max_epochs: int, valid: Callable[[dict], bool] = lambda state: True) -> dict | None:
+    def latest(
+        self, fingerprint: str, max_epochs: int, valid: Callable[[dict], bool] = lambda state: True
+    ) -> dict | None:
         """The state after the latest saved epoch that is at most `max_epochs` and readable and
         `valid`, if any; unusable newer states are discarded on the way."""
         files = self._files(fingerprint)

@@ -1,4 +1,5 @@
 """A trained model rebuilt from its checkpoint, with the preprocessing its inputs need."""
+
 import functools
 from pathlib import Path
 
@@ -7,8 +8,15 @@ import torch
 from torch import nn
 
 from transferlab import backbones
-from transferlab.models import (TinyVGG, TransferModel, count_parameters, freeze, frozen_transfer_parameters,
-                                transfer_head, uint8_to_float)
+from transferlab.models import (
+    TinyVGG,
+    TransferModel,
+    count_parameters,
+    freeze,
+    frozen_transfer_parameters,
+    transfer_head,
+    uint8_to_float,
+)
 from transferlab.outputs import load_torch
 
 

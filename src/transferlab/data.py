@@ -6,6 +6,7 @@ directory (`train/<class>/*`, `test/<class>/*`) or a .tar, .tar.gz/.tgz or .zip 
 Canonical form (a directory DVC hashes in milliseconds): `{train,test}_images.npy` (uint8,
 N x S x S x 3, S = data.image_size), `{train,test}_labels.npy` (int64) and `classes.json`.
 """
+
 import io
 import json
 import os
@@ -14,8 +15,8 @@ import stat
 import sys
 import tarfile
 import warnings
-import zlib
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -81,6 +82,7 @@ def load(data_dir: str | Path) -> Dataset:
 
 # --- CIFAR-10 -------------------------------------------------------------------------------------
 
+
 def load_cifar10(raw_dir: Path, image_size: int) -> Dataset:
     """Download (or reuse) the official archive, verify its MD5, decode both splits."""
     from torchvision.datasets import CIFAR10 as Official
@@ -94,10 +96,12 @@ def load_cifar10(raw_dir: Path, image_size: int) -> Dataset:
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         splits = {name: CIFAR10(raw_dir, train=name == "train", download=True) for name in SPLITS}
-    except RuntimeError as err:  # torchvision's MD5 check failed after the download
+    except RuntimeError:  # torchvision's MD5 check failed after the download
         archive.unlink(missing_ok=True)
-        raise UserError(f"the downloaded {archive} does not match the official MD5 {CIFAR10.tgz_md5}; "
-                        "removed it: try again, or put a verified copy there") from None
+        raise UserError(
+            f"the downloaded {archive} does not match the official MD5 {CIFAR10.tgz_md5}; "
+            "removed it: try again, or put a verified copy there"
+        ) from None
     except OSError as err:  # URLError, timeouts, DNS failures
         if archive.exists() and not check_integrity(str(archive), CIFAR10.tgz_md5):
             archive.unlink()  # a partial download, never left behind
@@ -132,8 +136,10 @@ Member = tuple[tuple[str, ...], bool, Callable[[], bytes]]
 def load_image_folder(source: Path, image_size: int) -> Dataset:
     """Read an ImageFolder tree (directory or archive); corrupt images are reported and skipped."""
     if not source.exists():
-        raise UserError(f"data.source {str(source)!r} does not exist; use 'cifar10' or a path to an "
-                        f"ImageFolder directory or {'/'.join(ARCHIVE_SUFFIXES)} archive")
+        raise UserError(
+            f"data.source {str(source)!r} does not exist; use 'cifar10' or a path to an "
+            f"ImageFolder directory or {'/'.join(ARCHIVE_SUFFIXES)} archive"
+        )
     images: dict[str, dict[str, dict[str, np.ndarray]]] = {name: {} for name in SPLITS}
     skipped = 0
     with warnings.catch_warnings():
@@ -145,7 +151,11 @@ def load_image_folder(source: Path, image_size: int) -> Dataset:
                 if len(parts) >= 2 and parts[-2] in SPLITS:
                     images[parts[-2]].setdefault(parts[-1], {})
                 continue
-            if len(parts) < 3 or parts[-3] not in SPLITS or PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
+            if (
+                len(parts) < 3
+                or parts[-3] not in SPLITS
+                or PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES
+            ):
                 continue
             per_class = images[parts[-3]].setdefault(parts[-2], {})
             try:
@@ -164,15 +174,16 @@ def _assemble(source: Path, images: dict[str, dict[str, dict[str, np.ndarray]]])
     """Stack images by class (sorted) and, within a class, by path: archive order never matters."""
     for name in SPLITS:
         if not images[name]:
-            raise UserError(f"{source} has no {name}/<class>/ folders with images; expected the ImageFolder "
-                            "layout train/<class>/<image> and test/<class>/<image>")
+            raise UserError(
+                f"{source} has no {name}/<class>/ folders with images; expected the ImageFolder "
+                "layout train/<class>/<image> and test/<class>/<image>"
+            )
         for cls, arrays in images[name].items():
             if not arrays:
                 raise UserError(f"{source}: class {cls!r} has no readable images in {name}/")
     classes = sorted(images["train"])
     if sorted(images["test"]) != classes:
-        raise UserError(f"{source}: train/ and test/ have different classes: "
-                        f"{classes} vs {sorted(images['test'])}")
+        raise UserError(f"{source}: train/ and test/ have different classes: {classes} vs {sorted(images['test'])}")
     if len(classes) < 2:
         raise UserError(f"{source}: found a single class {classes[0]!r}; classification needs at least 2")
     splits = {}
@@ -180,8 +191,9 @@ def _assemble(source: Path, images: dict[str, dict[str, dict[str, np.ndarray]]])
         per_class = images[name]
         splits[name] = Split(
             images=np.stack([per_class[cls][path] for cls in classes for path in sorted(per_class[cls])]),
-            labels=np.concatenate([np.full(len(per_class[cls]), index, dtype=np.int64)
-                                   for index, cls in enumerate(classes)]),
+            labels=np.concatenate(
+                [np.full(len(per_class[cls]), index, dtype=np.int64) for index, cls in enumerate(classes)]
+            ),
         )
     return Dataset(classes, **splits)
 
@@ -209,8 +221,9 @@ def _members(source: Path) -> Iterator[Member]:
     elif name.endswith(".zip"):
         yield from _zip_members(source)
     else:
-        raise UserError(f"data.source {str(source)!r} is neither a directory nor a "
-                        f"{'/'.join(ARCHIVE_SUFFIXES)} archive")
+        raise UserError(
+            f"data.source {str(source)!r} is neither a directory nor a {'/'.join(ARCHIVE_SUFFIXES)} archive"
+        )
 
 
 def _directory_members(root: Path) -> Iterator[Member]:
@@ -234,11 +247,13 @@ def _safe_parts(archive: Path, name: str) -> tuple[str, ...]:
 
 def _guarded(archive: Path, read: Callable[[], bytes]) -> Callable[[], bytes]:
     """A member reader whose archive errors (raised in the caller, outside the generator) are UserErrors."""
+
     def guarded_read() -> bytes:
         try:
             return read()
         except ARCHIVE_ERRORS as err:
             raise UserError(f"cannot read archive {archive}: {err or type(err).__name__}") from None
+
     return guarded_read
 
 

@@ -1,4 +1,5 @@
 """One training/evaluation engine for TinyVGG and every transfer experiment."""
+
 import os
 import random
 from collections.abc import Callable
@@ -33,8 +34,9 @@ def batch_loader(dataset: TensorDataset, batch_size: int, generator: torch.Gener
     """The batches of DataLoader(dataset, batch_size, shuffle=generator is not None, generator=generator),
     in the same order, each gathered by one indexing of the tensors instead of per-sample collation."""
     order = RandomSampler(dataset, generator=generator) if generator else SequentialSampler(dataset)
-    return DataLoader(dataset, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None,
-                      generator=generator)
+    return DataLoader(
+        dataset, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None, generator=generator
+    )
 
 
 def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
@@ -43,8 +45,9 @@ def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=lr, momentum=0.9)
 
 
-def train_step(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
-               optimizer: torch.optim.Optimizer, device: torch.device) -> tuple[float, float]:
+def train_step(
+    model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+) -> tuple[float, float]:
     """One epoch of training; returns the mean loss and accuracy over all samples."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -72,17 +75,24 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple
     return torch.cat(logits), torch.cat(labels)
 
 
-def test_step(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
-              device: torch.device) -> tuple[float, float]:
+def test_step(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: torch.device) -> tuple[float, float]:
     """Mean loss and accuracy over all samples of `loader`."""
     logits, labels = predict(model, loader, device)
     return loss_fn(logits, labels).item(), (logits.argmax(dim=1) == labels).float().mean().item()
 
 
-def train(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, loss_fn: nn.Module,
-          optimizer: torch.optim.Optimizer, epochs: int, device: torch.device,
-          on_epoch: Callable[[int, dict[str, list[float]]], None] | None = None,
-          history: dict[str, list[float]] | None = None, desc: str = "train") -> dict[str, list[float]]:
+def train(
+    model: nn.Module,
+    train_loader: DataLoader,
+    test_loader: DataLoader,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    device: torch.device,
+    on_epoch: Callable[[int, dict[str, list[float]]], None] | None = None,
+    history: dict[str, list[float]] | None = None,
+    desc: str = "train",
+) -> dict[str, list[float]]:
     """Train for `epochs` epochs; returns per-epoch history (train/test loss and accuracy).
 
     `history` continues an interrupted run: training resumes after its last epoch.
@@ -90,11 +100,16 @@ def train(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, l
     """
     history = {key: list(values) for key, values in (history or {k: [] for k in HISTORY_KEYS}).items()}
     model.to(device)
-    for epoch in tqdm(range(len(history["train_loss"]) + 1, epochs + 1), desc=desc, unit="epoch",
-                      initial=len(history["train_loss"]), total=epochs):
+    for epoch in tqdm(
+        range(len(history["train_loss"]) + 1, epochs + 1),
+        desc=desc,
+        unit="epoch",
+        initial=len(history["train_loss"]),
+        total=epochs,
+    ):
         train_loss, train_acc = train_step(model, train_loader, loss_fn, optimizer, device)
         test_loss, test_acc = test_step(model, test_loader, loss_fn, device)
-        for key, value in zip(HISTORY_KEYS, (train_loss, train_acc, test_loss, test_acc)):
+        for key, value in zip(HISTORY_KEYS, (train_loss, train_acc, test_loss, test_acc), strict=True):
             history[key].append(value)
         if on_epoch:
             on_epoch(epoch, history)

@@ -1,5 +1,6 @@
 """Entry points (stages, `transferlab predict`): user-facing errors as one clear line on stderr and
 a non-zero exit (tracebacks only on request), and a quicker start."""
+
 import contextlib
 import gc
 import os

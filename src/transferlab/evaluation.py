@@ -1,4 +1,5 @@
 """The evaluate stage: every trained model scored on the shared test subset."""
+
 import functools
 from pathlib import Path
 
@@ -8,8 +9,8 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from transferlab import backbones, data, engine
-from transferlab.features import FeatureCache
 from transferlab.classifier import Classifier
+from transferlab.features import FeatureCache
 from transferlab.models import uint8_to_float
 from transferlab.modes import backbone_mode
 from transferlab.outputs import atomic_dir, write_json
@@ -30,8 +31,12 @@ def logits_on(classifier: Classifier, images: np.ndarray, cache_dir: Path | None
     if classifier.kind == "tinyvgg":
         inputs, network = uint8_to_float(images), classifier.model
     else:
-        cache = FeatureCache(classifier.config["backbone"], classifier.config["image_size"], cache_dir,
-                             load=lambda *_: classifier.backbone)
+        cache = FeatureCache(
+            classifier.config["backbone"],
+            classifier.config["image_size"],
+            cache_dir,
+            load=lambda *_: classifier.backbone,
+        )
         mode = backbone_mode(classifier.frozen)
         inputs, network = mode(cache, BATCH_SIZE, device).inputs(images), mode.scorer(classifier)
     loader = engine.batch_loader(TensorDataset(inputs, torch.zeros(len(inputs), dtype=torch.long)), BATCH_SIZE)
@@ -56,12 +61,18 @@ def evaluate(paths: EvaluatePaths, cache_dir: Path | None = None) -> dict[str, d
                 "test_acc": round(correct.float().mean().item(), 6),
                 "test_loss": round(F.cross_entropy(logits, labels).item(), 6),
                 **classifier.parameter_counts(),
-                "per_class_acc": {cls: round(correct[labels == i].float().mean().item(), 6)
-                                  for i, cls in enumerate(dataset.classes) if (labels == i).any()},
+                "per_class_acc": {
+                    cls: round(correct[labels == i].float().mean().item(), 6)
+                    for i, cls in enumerate(dataset.classes)
+                    if (labels == i).any()
+                },
             }
-            write_json(confusion_dir / f"{name}.json", [
-                {"actual": dataset.classes[a], "predicted": dataset.classes[p]}
-                for a, p in zip(labels.tolist(), predicted.tolist(), strict=True)
-            ])
+            write_json(
+                confusion_dir / f"{name}.json",
+                [
+                    {"actual": dataset.classes[a], "predicted": dataset.classes[p]}
+                    for a, p in zip(labels.tolist(), predicted.tolist(), strict=True)
+                ],
+            )
         write_json(paths.metrics_file, results)
     return results

@@ -10,6 +10,7 @@ cached never builds the backbone at all.
 Computing takes the directory's lock and first rereads the shards: when two workers need the same
 images at once, one computes them and the other waits, then finds them cached.
 """
+
 import functools
 import hashlib
 import sys
@@ -35,7 +36,7 @@ def compute(backbone: Backbone, images: np.ndarray, batch_size: int, device: tor
     backbone.features.to(device).eval()
     chunks = []
     for start in tqdm(range(0, len(images), batch_size), desc=f"features {backbone.info.name}", unit="batch"):
-        batch = torch.as_tensor(images[start:start + batch_size]).permute(0, 3, 1, 2).to(device)
+        batch = torch.as_tensor(images[start : start + batch_size]).permute(0, 3, 1, 2).to(device)
         chunks.append(backbone.features(backbone.transform(batch)).float().cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, backbone.info.num_features)
 
@@ -44,11 +45,18 @@ class FeatureCache:
     """Features and derived artefacts of one backbone at one input size. The backbone is built
     (`load(name, image_size)`) only when something asked for is not cached yet."""
 
-    def __init__(self, name: str, image_size: int | None = None, cache_dir: str | Path | None = None,
-                 load: Callable[[str, int | None], Backbone] = backbones.load):
+    def __init__(
+        self,
+        name: str,
+        image_size: int | None = None,
+        cache_dir: str | Path | None = None,
+        load: Callable[[str, int | None], Backbone] = backbones.load,
+    ):
         self.name, self.image_size, self._load = name, image_size, load
         self.num_features = backbones.info(name).num_features
-        self.directory = Path(cache_dir or cache.root()) / "features" / f"{name}_{backbones.input_size(name, image_size)}px"
+        self.directory = (
+            Path(cache_dir or cache.root()) / "features" / f"{name}_{backbones.input_size(name, image_size)}px"
+        )
         self._row_of: dict[str, int] = {}
         self._chunks: list[torch.Tensor] = []
         self._shards_read: set[str] = set()
@@ -80,10 +88,14 @@ class FeatureCache:
         self._read_new_shards()
         return [key for key in dict.fromkeys(keys) if key not in self._row_of]
 
-    def _compute(self, images: np.ndarray, keys: list[str], new_keys: list[str], batch_size: int,
-                 device: torch.device) -> None:
-        print(f"features {self.directory.name}: computing {len(new_keys)} new images "
-              f"({len(set(keys)) - len(new_keys)} cached) in {self.directory}", file=sys.stderr)
+    def _compute(
+        self, images: np.ndarray, keys: list[str], new_keys: list[str], batch_size: int, device: torch.device
+    ) -> None:
+        print(
+            f"features {self.directory.name}: computing {len(new_keys)} new images "
+            f"({len(set(keys)) - len(new_keys)} cached) in {self.directory}",
+            file=sys.stderr,
+        )
         first_index = {key: index for index, key in reversed(list(enumerate(keys)))}
         features = compute(self.backbone, images[[first_index[key] for key in new_keys]], batch_size, device)
         name = hashlib.sha1("".join(new_keys).encode()).hexdigest()[:20]
@@ -99,9 +111,12 @@ class FeatureCache:
                     self._add(shard["keys"], shard["features"])
 
     def _is_shard(self, content: object) -> bool:
-        return (isinstance(content, dict) and isinstance(content.get("keys"), list)
-                and isinstance(content.get("features"), torch.Tensor)
-                and content["features"].shape == (len(content["keys"]), self.num_features))
+        return (
+            isinstance(content, dict)
+            and isinstance(content.get("keys"), list)
+            and isinstance(content.get("features"), torch.Tensor)
+            and content["features"].shape == (len(content["keys"]), self.num_features)
+        )
 
     def _add(self, keys: list[str], features: torch.Tensor) -> None:
         offset = sum(map(len, self._chunks))

@@ -1,4 +1,5 @@
 """Figures: test images titled with the model's predictions."""
+
 import numpy as np
 import torch
 
@@ -16,7 +17,7 @@ def predictions_figure(images: np.ndarray, labels: np.ndarray, probabilities: to
     figure, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.9), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, label, probs in zip(axes.flat, images, labels, probabilities):
+    for ax, image, label, probs in zip(axes.flat, images, labels, probabilities, strict=False):  # spare axes stay blank
         predicted = int(probs.argmax())
         wrong = predicted != int(label)
         title = f"{classes[predicted]} {probs[predicted]:.0%}"

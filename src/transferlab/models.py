@@ -5,6 +5,7 @@ A checkpoint is a plain dict of tensors and primitives (loadable with weights_on
 frozen backbone stores only its head's weights plus the backbone's name. (`classifier.Classifier`
 rebuilds a model from its checkpoint.)
 """
+
 import numpy as np
 import torch
 from torch import nn
@@ -25,8 +26,10 @@ class TinyVGG(nn.Module):
     @staticmethod
     def _block(in_channels: int, out_channels: int) -> nn.Sequential:
         return nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(),
-            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(kernel_size=2),
         )
 
@@ -82,14 +85,15 @@ def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 # --- checkpoints ----------------------------------------------------------------------------------
 
+
 def tinyvgg_checkpoint(model: TinyVGG, classes: list[str], hidden_units: int, image_size: int) -> dict:
     config = {"hidden_units": hidden_units, "image_size": image_size}
     return {"kind": "tinyvgg", "classes": classes, "config": config, "state_dict": model.state_dict()}
 
 
-def transfer_checkpoint(model: nn.Module, classes: list[str], backbone: str, image_size: int | None,
-                        frozen: bool, data_image_size: int) -> dict:
+def transfer_checkpoint(
+    model: nn.Module, classes: list[str], backbone: str, image_size: int | None, frozen: bool, data_image_size: int
+) -> dict:
     """`model` is the head alone when the backbone is frozen, else the whole TransferModel."""
-    config = {"backbone": backbone, "image_size": image_size, "frozen": frozen,
-              "data_image_size": data_image_size}
+    config = {"backbone": backbone, "image_size": image_size, "frozen": frozen, "data_image_size": data_image_size}
     return {"kind": "transfer", "classes": classes, "config": config, "state_dict": model.state_dict()}

@@ -10,6 +10,7 @@
 
 Training (`transfer.py`) and scoring (`evaluation.py`) both ask `backbone_mode` which one applies.
 """
+
 import copy
 from pathlib import Path
 

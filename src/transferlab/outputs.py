@@ -1,4 +1,5 @@
 """Atomic writes: an output is either complete or absent, never half-written."""
+
 import contextlib
 import io
 import json

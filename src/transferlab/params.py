@@ -3,6 +3,7 @@
 Every key is required (params.yaml is the single source of defaults); an unknown or misspelt key,
 a wrong type or an out-of-range value is one UserError line naming the key and what is allowed.
 """
+
 import dataclasses
 import difflib
 import types
@@ -40,6 +41,7 @@ class SubsetParams:
 @dataclass(frozen=True)
 class TrainingParams:
     """What every training run reads: the engine's batch size and optimizer."""
+
     batch_size: int = positive()
     optimizer: Optimizer
     lr: float
@@ -116,8 +118,7 @@ def _convert_section(cls, raw, prefix: str, where: str):
         raise UserError(f"{where}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     hints = typing.get_type_hints(cls)
     values = {
-        key: _convert_value(hints[key], raw[key], f"{prefix}{key}", f.metadata, where)
-        for key, f in fields.items()
+        key: _convert_value(hints[key], raw[key], f"{prefix}{key}", f.metadata, where) for key, f in fields.items()
     }
     return cls(**values)
 

@@ -7,6 +7,7 @@ Each field says whether the stage reads or writes it; `tests/test_dvc_yaml.py` c
 `cmd` against `dvc.yaml` with that: what a stage reads is among its deps, what it writes is exactly
 its outs, metrics and plots.
 """
+
 import argparse
 import dataclasses
 from dataclasses import dataclass
@@ -28,8 +29,10 @@ def writes(description: str, section: str = "outs"):
 @dataclass(frozen=True)
 class DownloadPaths:
     dataset_dir: Path = writes("the canonical dataset")
-    raw_dir: Path = dataclasses.field(default=Path("data/raw"), metadata={
-        "role": None, "help": "where the CIFAR-10 archive is downloaded (not a DVC output)"})
+    raw_dir: Path = dataclasses.field(
+        default=Path("data/raw"),
+        metadata={"role": None, "help": "where the CIFAR-10 archive is downloaded (not a DVC output)"},
+    )
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,12 @@ def parse(paths_type: type[Paths], description: str, argv: list[str] | None = No
         if field.default is dataclasses.MISSING:
             parser.add_argument(field.name, type=Path, help=f"{field.metadata['role']}: {help_text}")
         else:
-            parser.add_argument(f"--{field.name.replace('_', '-')}", type=Path, default=field.default,
-                                help=f"{help_text} (default: {field.default})")
+            parser.add_argument(
+                f"--{field.name.replace('_', '-')}",
+                type=Path,
+                default=field.default,
+                help=f"{help_text} (default: {field.default})",
+            )
     return paths_type(**vars(parser.parse_args(argv)))
 
 

@@ -1,11 +1,13 @@
 """Predict with the exported best model: class and probability for each image file."""
+
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from transferlab.classifier import Classifier
 from transferlab.data import UNREADABLE_IMAGE_ERRORS, decode_image
 from transferlab.errors import UserError
-from transferlab.classifier import Classifier
 
 DEFAULT_MODEL = Path("models/best.pt")
 
@@ -32,4 +34,4 @@ def predict(paths: list[Path], model_file: Path = DEFAULT_MODEL) -> list[tuple[s
     images = load_images(paths, classifier.data_image_size)
     probabilities = classifier.model(classifier.preprocess(images)).softmax(dim=1)
     confidence, index = probabilities.max(dim=1)
-    return [(classifier.classes[i], p) for i, p in zip(index.tolist(), confidence.tolist())]
+    return [(classifier.classes[i], p) for i, p in zip(index.tolist(), confidence.tolist(), strict=True)]

@@ -1,12 +1,13 @@
 """The select_best stage: rank every model, export the best, draw its predictions."""
+
 import json
 
 import numpy as np
 
 from transferlab import data, engine
+from transferlab.classifier import Classifier
 from transferlab.evaluation import logits_on, model_files
 from transferlab.figures import predictions_figure
-from transferlab.classifier import Classifier
 from transferlab.outputs import atomic_path, save_torch, write_json, write_text
 from transferlab.params import Params
 from transferlab.paths import SelectBestPaths
@@ -16,10 +17,12 @@ from transferlab.tracking import TensorBoardRun
 
 def ranking_key(metric: str):
     """Sort key: the chosen metric first, ties broken by lower loss, then fewer parameters."""
+
     def key(item: tuple[str, dict]):
         m = item[1]
         primary = -m["test_acc"] if metric == "test_acc" else m["test_loss"]
         return (primary, m["test_loss"], m["total_params"], item[0])
+
     return key
 
 
@@ -28,11 +31,17 @@ def rank(results: dict[str, dict], metric: str) -> list[tuple[str, dict]]:
 
 
 def leaderboard_markdown(ranked: list[tuple[str, dict]], metric: str) -> str:
-    lines = [f"# Leaderboard (sorted by {metric}; ties: lower loss, then fewer parameters)", "",
-             "| rank | experiment | test acc | test loss | trainable params | total params |",
-             "|---:|---|---:|---:|---:|---:|"]
-    lines += [f"| {i} | {name} | {m['test_acc']:.2%} | {m['test_loss']:.4f} | {m['trainable_params']:,} "
-              f"| {m['total_params']:,} |" for i, (name, m) in enumerate(ranked, start=1)]
+    lines = [
+        f"# Leaderboard (sorted by {metric}; ties: lower loss, then fewer parameters)",
+        "",
+        "| rank | experiment | test acc | test loss | trainable params | total params |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {i} | {name} | {m['test_acc']:.2%} | {m['test_loss']:.4f} | {m['trainable_params']:,} "
+        f"| {m['total_params']:,} |"
+        for i, (name, m) in enumerate(ranked, start=1)
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -53,9 +62,12 @@ def select_best(params: Params, paths: SelectBestPaths, cache_dir=None) -> dict:
     save_torch(paths.best_model_file, exported(classifier, best_name))
     write_text(paths.leaderboard_file, leaderboard_markdown(ranked, metric))
     # flat, with names that do not depend on the grid: `dvc exp show --sort-by` ranks a sweep by them
-    best = {"name": best_name, "selected_by": metric,
-            **{k: v for k, v in best_metrics.items() if k != "per_class_acc"},
-            "tinyvgg_test_acc": results["tinyvgg"]["test_acc"]}
+    best = {
+        "name": best_name,
+        "selected_by": metric,
+        **{k: v for k, v in best_metrics.items() if k != "per_class_acc"},
+        "tinyvgg_test_acc": results["tinyvgg"]["test_acc"],
+    }
     write_json(paths.best_metrics_file, best)
     return best
 

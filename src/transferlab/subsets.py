@@ -4,6 +4,7 @@ Each class's indices are shuffled once with the seed; a subset of size n takes t
 quota(n) indices of every class. Larger subsets therefore contain the smaller ones, and a size
 that does not divide by the class count gives the first n % C classes one image more.
 """
+
 import json
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def max_balanced_size(labels: np.ndarray, n_classes: int) -> int:
     low, high = 0, int(counts.sum())
     while low < high:
         mid = (low + high + 1) // 2
-        if all(q <= c for q, c in zip(class_quotas(mid, n_classes), counts)):
+        if all(q <= c for q, c in zip(class_quotas(mid, n_classes), counts, strict=True)):
             low = mid
         else:
             high = mid - 1
@@ -48,15 +49,24 @@ class NestedSampler:
 
     def draw(self, size: int, key: str) -> list[int]:
         if size > self.maximum:
-            raise UserError(f"{key} is {size} but the {self.split} split allows at most "
-                            f"{self.maximum} images in a class-balanced subset")
+            raise UserError(
+                f"{key} is {size} but the {self.split} split allows at most "
+                f"{self.maximum} images in a class-balanced subset"
+            )
         quotas = class_quotas(size, self.n_classes)
-        chosen = np.concatenate([indices[:q] for indices, q in zip(self.per_class, quotas)])
+        chosen = np.concatenate([indices[:q] for indices, q in zip(self.per_class, quotas, strict=True)])
         return sorted(int(i) for i in chosen)
 
 
-def make_subsets(train_labels: np.ndarray, test_labels: np.ndarray, n_classes: int, seed: int,
-                 tinyvgg_train_size: int, transfer_train_sizes: tuple[int, ...], test_size: int) -> dict:
+def make_subsets(
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    n_classes: int,
+    seed: int,
+    tinyvgg_train_size: int,
+    transfer_train_sizes: tuple[int, ...],
+    test_size: int,
+) -> dict:
     """Index lists: the TinyVGG train set, each transfer train size, and the shared test set."""
     train = NestedSampler(train_labels, n_classes, seed, "train")
     test = NestedSampler(test_labels, n_classes, seed, "test")

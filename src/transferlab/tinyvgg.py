@@ -3,6 +3,7 @@
 Its newest training state is kept under `checkpoints/train_tinyvgg/` (a resume point for an
 interrupted run), deleted once all of the stage's outputs are written.
 """
+
 import shutil
 from pathlib import Path
 
@@ -35,12 +36,22 @@ def train_tinyvgg(params: Params, paths: TinyVGGPaths) -> dict:
     board = TensorBoardRun(paths.runs_dir)
     board.log_graph(trace_graph(model, test_set.tensors[0][:1]))
     checkpoints = Checkpoints(CHECKPOINTS, keep_every_epoch=False)
-    history = fit(TrainingRun(model, train_set, test_set, p, params.seed), p.epochs, device, board, checkpoints,
-                  desc="tinyvgg")
+    history = fit(
+        TrainingRun(model, train_set, test_set, p, params.seed), p.epochs, device, board, checkpoints, desc="tinyvgg"
+    )
     metrics = final_metrics(history) | models.count_parameters(model)
-    board.log_hparams({"model": "tinyvgg", "train_size": len(train_set), "epochs": p.epochs,
-                       "hidden_units": p.hidden_units, "optimizer": p.optimizer, "lr": p.lr,
-                       "batch_size": p.batch_size}, hparam_metrics(metrics))
+    board.log_hparams(
+        {
+            "model": "tinyvgg",
+            "train_size": len(train_set),
+            "epochs": p.epochs,
+            "hidden_units": p.hidden_units,
+            "optimizer": p.optimizer,
+            "lr": p.lr,
+            "batch_size": p.batch_size,
+        },
+        hparam_metrics(metrics),
+    )
     board.close()
     save_torch(paths.model_file, models.tinyvgg_checkpoint(model.cpu(), dataset.classes, p.hidden_units, image_size))
     write_history(paths.plots_file, history)

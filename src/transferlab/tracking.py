@@ -1,4 +1,5 @@
 """Experiment tracking: TensorBoard runs beside DVC metrics and plots files."""
+
 import shutil
 import warnings
 from pathlib import Path
@@ -67,8 +68,10 @@ def trace_graph(model: nn.Module, example_input: torch.Tensor) -> tuple[bytes, b
 def history_records(history: dict[str, list[float]]) -> list[dict[str, float]]:
     """Per-epoch rows for a DVC plots file: [{"epoch": 1, "train_loss": ..., ...}, ...]."""
     keys = list(history)
-    return [{"epoch": epoch, **{key: history[key][epoch - 1] for key in keys}}
-            for epoch in range(1, len(history[keys[0]]) + 1)]
+    return [
+        {"epoch": epoch, **{key: history[key][epoch - 1] for key in keys}}
+        for epoch in range(1, len(history[keys[0]]) + 1)
+    ]
 
 
 def final_metrics(history: dict[str, list[float]]) -> dict[str, float]:

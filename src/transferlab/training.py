@@ -5,6 +5,7 @@ continues from the latest saved epoch at or below its epoch count. A run with mo
 a shorter one continued (same seed, same batch order, no schedule that depends on the epoch count),
 so runs that differ only in their epoch count share one training run.
 """
+
 import functools
 import hashlib
 import json
@@ -24,6 +25,7 @@ from transferlab.tracking import TensorBoardRun
 @dataclass(frozen=True)
 class TrainingRun:
     """What a training run is made of, and so what identifies it."""
+
     model: nn.Module
     train_set: TensorDataset
     test_set: TensorDataset
@@ -38,8 +40,9 @@ class TrainingRun:
         return digest.hexdigest()
 
 
-def fit(run: TrainingRun, epochs: int, device: torch.device, board: TensorBoardRun, checkpoints: Checkpoints,
-        desc: str) -> dict[str, list[float]]:
+def fit(
+    run: TrainingRun, epochs: int, device: torch.device, board: TensorBoardRun, checkpoints: Checkpoints, desc: str
+) -> dict[str, list[float]]:
     """Train `run.model` for `epochs` epochs with the engine, logging to `board` and saving every
     epoch's state to `checkpoints`; continues from the latest state of the same run. Holds the run's
     lock meanwhile, so concurrent processes never train one run twice."""
@@ -55,22 +58,43 @@ def fit(run: TrainingRun, epochs: int, device: torch.device, board: TensorBoardR
         if saved := checkpoints.latest(fingerprint, epochs, valid=fits):
             history = _restore(saved, run.model, optimizer, generator)
             board.log_epochs(history)
-            print(f"{desc}: resuming after epoch {len(history['train_loss'])}/{epochs} from "
-                  f"{checkpoints.directory / fingerprint}", file=sys.stderr)
+            print(
+                f"{desc}: resuming after epoch {len(history['train_loss'])}/{epochs} from "
+                f"{checkpoints.directory / fingerprint}",
+                file=sys.stderr,
+            )
 
         def on_epoch(epoch: int, history: dict) -> None:
             board.log_epochs(history, first=epoch)
-            checkpoints.save(fingerprint, epoch, {
-                "model": run.model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": torch.get_rng_state(), "generator": generator.get_state(), "history": history,
-            })
+            checkpoints.save(
+                fingerprint,
+                epoch,
+                {
+                    "model": run.model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "generator": generator.get_state(),
+                    "history": history,
+                },
+            )
 
-        return engine.train(run.model, train_loader, test_loader, nn.CrossEntropyLoss(), optimizer, epochs,
-                            device, on_epoch=on_epoch, history=history, desc=desc)
+        return engine.train(
+            run.model,
+            train_loader,
+            test_loader,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            epochs,
+            device,
+            on_epoch=on_epoch,
+            history=history,
+            desc=desc,
+        )
 
 
-def _restore(saved: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
-             generator: torch.Generator) -> dict[str, list[float]]:
+def _restore(
+    saved: dict, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> dict[str, list[float]]:
     """Apply a saved training state; its history."""
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -82,6 +106,7 @@ def _restore(saved: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
 def _state_fits(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> bool:
     """Whether a saved training state can be applied to this run as it is, checked before anything
     is applied (a state that does not fit is discarded, never half-loaded)."""
+
     def shapes(state_dict: dict) -> dict:
         return {key: tuple(value.shape) for key, value in state_dict.items()}
 
@@ -90,11 +115,14 @@ def _state_fits(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
 
     try:
         epochs = {len(values) for values in state["history"].values()}
-        return (shapes(state["model"]) == shapes(model.state_dict())
-                and group_sizes(state["optimizer"]) == group_sizes(optimizer.state_dict())
-                and state["rng"].shape == torch.get_rng_state().shape
-                and state["generator"].shape == generator.get_state().shape
-                and set(state["history"]) == set(engine.HISTORY_KEYS) and len(epochs) == 1)
+        return (
+            shapes(state["model"]) == shapes(model.state_dict())
+            and group_sizes(state["optimizer"]) == group_sizes(optimizer.state_dict())
+            and state["rng"].shape == torch.get_rng_state().shape
+            and state["generator"].shape == generator.get_state().shape
+            and set(state["history"]) == set(engine.HISTORY_KEYS)
+            and len(epochs) == 1
+        )
     except (KeyError, TypeError, AttributeError):
         return False
 

@@ -5,6 +5,7 @@ every distinct image the grid needs goes through it once (when frozen: see `mode
 experiment trains on those inputs. Experiments that differ only in `epochs` share one training run:
 the shortest trains first, and the next continues from its saved state (`training.fit`).
 """
+
 import copy
 import itertools
 import shutil
@@ -56,8 +57,11 @@ def train_transfer(params: Params, paths: TransferPaths, cache_dir: Path | None 
     context = GridContext(params, paths, cache_dir)
     results = {}
     shutil.rmtree(paths.runs_dir, ignore_errors=True)
-    with (atomic_dir(paths.models_dir) as models_dir, atomic_dir(paths.plots_dir) as plots_dir,
-          atomic_dir(paths.summaries_dir) as summaries_dir):
+    with (
+        atomic_dir(paths.models_dir) as models_dir,
+        atomic_dir(paths.plots_dir) as plots_dir,
+        atomic_dir(paths.summaries_dir) as summaries_dir,
+    ):
         for name in params.model:
             backbone = BackboneRuns(context, name)
             write_text(summaries_dir / f"{name}.txt", backbone.summary)
@@ -103,49 +107,78 @@ class BackboneRuns:
         dataset, test_idx = context.dataset, context.subsets["test"]
         self.inputs = self.mode.inputs(np.concatenate([dataset.train.images[union], dataset.test.images[test_idx]]))
         self.row = {index: i for i, index in enumerate(union)}
-        self.test_set = TensorDataset(self.inputs[len(union):], torch.as_tensor(dataset.test.labels[test_idx]))
+        self.test_set = TensorDataset(self.inputs[len(union) :], torch.as_tensor(dataset.test.labels[test_idx]))
 
     def train(self, experiment: Experiment) -> tuple[nn.Module, dict, dict]:
         """Train one experiment (continuing a shorter one of the same run); its network, history
         and final metrics."""
         context, seed, p = self.context, self.context.params.seed, self.context.params.transfer
         train_idx = context.subsets["transfer_train"][str(experiment.train_size)]
-        train_set = TensorDataset(self.inputs[[self.row[i] for i in train_idx]],
-                                  torch.as_tensor(context.dataset.train.labels[train_idx]))
+        train_set = TensorDataset(
+            self.inputs[[self.row[i] for i in train_idx]], torch.as_tensor(context.dataset.train.labels[train_idx])
+        )
         engine.seed_everything(seed, context.device)
         network = self.mode.network(models.transfer_head(self.name, context.n_classes))
         board = TensorBoardRun(context.paths.runs_dir / experiment.run_name)
         board.log_graph(self.graph)
-        history = fit(TrainingRun(network, train_set, self.test_set, p, seed), experiment.epochs, context.device,
-                      board, context.checkpoints, desc=experiment.name)
+        history = fit(
+            TrainingRun(network, train_set, self.test_set, p, seed),
+            experiment.epochs,
+            context.device,
+            board,
+            context.checkpoints,
+            desc=experiment.name,
+        )
         metrics = final_metrics(history) | self.mode.parameter_counts(network)
-        board.log_hparams({"model": self.name, "train_size": experiment.train_size, "epochs": experiment.epochs,
-                           "freeze": p.freeze, "optimizer": p.optimizer, "lr": p.lr, "batch_size": p.batch_size},
-                          hparam_metrics(metrics))
+        board.log_hparams(
+            {
+                "model": self.name,
+                "train_size": experiment.train_size,
+                "epochs": experiment.epochs,
+                "freeze": p.freeze,
+                "optimizer": p.optimizer,
+                "lr": p.lr,
+                "batch_size": p.batch_size,
+            },
+            hparam_metrics(metrics),
+        )
         board.close()
         return network, history, metrics
 
     def checkpoint(self, network: nn.Module) -> dict:
         """What is saved of a trained network, with what rebuilds it."""
         p, dataset = self.context.params.transfer, self.context.dataset
-        return models.transfer_checkpoint(self.mode.saved(network).cpu(), dataset.classes, self.name, p.image_size,
-                                          p.freeze, dataset.train.images.shape[1])
+        return models.transfer_checkpoint(
+            self.mode.saved(network).cpu(),
+            dataset.classes,
+            self.name,
+            p.image_size,
+            p.freeze,
+            dataset.train.images.shape[1],
+        )
 
 
 def model_summaries(backbone: backbones.Backbone, n_classes: int) -> str:
     """torchinfo summaries of the pretrained model, then with frozen features and the new head."""
     size = backbone.transform.crop_size[0]
-    options = dict(input_size=(1, 3, size, size), verbose=0, depth=2,
-                   col_names=("input_size", "output_size", "num_params", "trainable"), row_settings=("var_names",))
+    options = dict(
+        input_size=(1, 3, size, size),
+        verbose=0,
+        depth=2,
+        col_names=("input_size", "output_size", "num_params", "trainable"),
+        row_settings=("var_names",),
+    )
     before = summary(models.TransferModel(backbone.features, backbone.imagenet_head), **options)
     frozen = copy.deepcopy(backbone.features)
     models.freeze(frozen)
     head = models.transfer_head(backbone.info.name, n_classes)
     after = summary(models.TransferModel(frozen, head), **options)
     name = backbone.info.name
-    return (f"# {name}: pretrained ({backbone.info.source})\n{before}\n\n"
-            f"# {name}: frozen features, new head Dropout(p={backbone.info.dropout}) + "
-            f"Linear({backbone.num_features}, {n_classes})\n{after}\n")
+    return (
+        f"# {name}: pretrained ({backbone.info.source})\n{before}\n\n"
+        f"# {name}: frozen features, new head Dropout(p={backbone.info.dropout}) + "
+        f"Linear({backbone.num_features}, {n_classes})\n{after}\n"
+    )
 
 
 def model_graph(backbone: backbones.Backbone, n_classes: int) -> tuple[bytes, bytes]:

@@ -1,4 +1,5 @@
 """Tiny ImageFolder trees: one well-separated colour per class, a little seeded noise per image."""
+
 from pathlib import Path
 
 import numpy as np
@@ -6,8 +7,16 @@ from PIL import Image
 
 # Well-separated base colours, one per class (by position in `classes`); cycles past the end.
 PALETTE = [
-    (220, 30, 30), (30, 200, 40), (40, 50, 220), (230, 220, 40), (200, 40, 210),
-    (40, 210, 210), (240, 140, 20), (120, 120, 120), (250, 250, 250), (10, 10, 10),
+    (220, 30, 30),
+    (30, 200, 40),
+    (40, 50, 220),
+    (230, 220, 40),
+    (200, 40, 210),
+    (40, 210, 210),
+    (240, 140, 20),
+    (120, 120, 120),
+    (250, 250, 250),
+    (10, 10, 10),
 ]
 NOISE = 12  # per-pixel jitter (+-), so images differ but classes stay far apart
 

@@ -1,4 +1,5 @@
 """Helpers for tests that run the real pipeline in a temporary copy of the project."""
+
 import os
 import shutil
 import subprocess
@@ -12,8 +13,9 @@ PROJECT_FILES = ["stages", "src", "dvc.yaml", "params.yaml", ".dvc", ".dvcignore
 GIT_IDENTITY = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
 
 
-def run(args: list[str], cwd: Path, check: bool = True, env_extra: dict[str, str] | None = None,
-        **kwargs) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], cwd: Path, check: bool = True, env_extra: dict[str, str] | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     """Run a command in project `cwd` with the test interpreter's environment (its dvc, python) on
     the CPU, and the project's own machine-wide cache (`machine_cache` beside it)."""
     env = {**project_env(Path(cwd)), **(env_extra or {})}
@@ -25,8 +27,12 @@ def run(args: list[str], cwd: Path, check: bool = True, env_extra: dict[str, str
 
 def project_env(project: Path) -> dict[str, str]:
     """The environment for commands in `project`: each test project is a machine of its own."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "TRANSFERLAB_DEVICE": "cpu", "TRANSFERLAB_CACHE_DIR": str(machine_cache(project))}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "TRANSFERLAB_DEVICE": "cpu",
+        "TRANSFERLAB_CACHE_DIR": str(machine_cache(project)),
+    }
     env.pop("TRANSFERLAB_DEBUG", None)
     return env
 

@@ -102,7 +102,13 @@ def test_queued_experiments_run_in_parallel_on_one_cache(baseline):
     stats = lite0_cache(Path(env["TRANSFERLAB_CACHE_DIR"])).stats()
     assert stats["images"] == stats["entries"] == 15 + TEST_SIZE
 
-    # A later experiment that needs only images seen before computes nothing.
-    rerun = run(["dvc", "exp", "run", "-S", "train_size=12"], baseline, env_extra=env)
-    assert "computing" not in rerun.stderr + rerun.stdout
-    assert lite0_cache(Path(env["TRANSFERLAB_CACHE_DIR"])).stats() == stats
+    # Later experiments that need only images seen before compute nothing, in a temporary
+    # workspace as in the main one.
+    for command in (
+        ["dvc", "exp", "run", "--temp", "-S", "train_size=12"],
+        ["dvc", "exp", "run", "-S", "train_size=3"],
+    ):
+        rerun = run(command, baseline, env_extra=env)
+        assert "Running stage 'train_transfer'" in rerun.stdout  # it ran, and needed no backbone pass:
+        assert "computing" not in rerun.stderr + rerun.stdout
+        assert lite0_cache(Path(env["TRANSFERLAB_CACHE_DIR"])).stats() == stats

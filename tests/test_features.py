@@ -265,7 +265,7 @@ def test_concurrent_processes_keep_each_others_entries_and_compute_shared_images
         assert racer.wait(timeout=300) == 0, racer.stderr.read()
         images = np.concatenate([_images(3, seed=int(s)) for s in seeds[name].split(",")])
         torch.testing.assert_close(
-            torch.load(tmp_path / f"{name}.pt"), _direct(_plain(lite0), images), rtol=1e-4, atol=1e-5
+            torch.load(tmp_path / f"{name}.pt", weights_only=True), _direct(_plain(lite0), images), rtol=1e-4, atol=1e-5
         )
     stats = FeatureCache("effnet_lite0", 32, tmp_path / "cache", load=_unbuildable).stats()
     assert stats["images"] == stats["entries"] == 4 * 3  # seeds 1-4, three images each: none twice

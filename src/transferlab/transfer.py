@@ -65,6 +65,7 @@ def train_transfer(params: Params, paths: TransferPaths, cache_dir: Path | None 
         for name in params.model:
             backbone = BackboneRuns(context, name)
             write_text(summaries_dir / f"{name}.txt", backbone.summary)
+            # shortest first, so a longer run of the same model and train size continues it
             for experiment in sorted((e for e in grid if e.model == name), key=lambda e: e.epochs):
                 network, history, results[experiment.name] = backbone.train(experiment)
                 save_torch(models_dir / f"{experiment.name}.pt", backbone.checkpoint(network))

@@ -1,6 +1,9 @@
-"""Real CIFAR-10 (../shared/data/cifar10-jpg.tar.gz, when present): the product's headline claims."""
+"""Real CIFAR-10 (../shared/data/cifar10-jpg.tar.gz): the product's headline claims, with floors
+from measured numbers (TinyVGG 52.00 %, lite0 66.30 %: README). Without the archive the tests skip
+with the reason shown, except under CI (CI=true), where that is a failure: CI has the archive."""
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +17,15 @@ from transferlab.transfer import train_transfer
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not ARCHIVE.exists(), reason=f"real CIFAR-10 not found at {ARCHIVE}"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _archive_present():
+    if not ARCHIVE.exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"real CIFAR-10 not found at {ARCHIVE}: CI must run the real-data tests")
+        pytest.skip(f"real CIFAR-10 not found at {ARCHIVE}")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +95,9 @@ def test_tinyvgg_on_10000_reaches_45_percent(tinyvgg_metrics):
     assert tinyvgg_metrics["test_acc"] >= 0.45
 
 
-def test_lite0_on_500_beats_tinyvgg_on_10000(workdir, real_params, prepared, tinyvgg_metrics, monkeypatch_module):
+def test_lite0_on_500_beats_tinyvgg_on_10000_by_10_points(
+    workdir, real_params, prepared, tinyvgg_metrics, monkeypatch_module
+):
     paths = TransferPaths(
         *prepared,
         workdir / "models",
@@ -102,4 +112,5 @@ def test_lite0_on_500_beats_tinyvgg_on_10000(workdir, real_params, prepared, tin
         f"effnet_lite0, 500 train images, 5 epochs: test_acc {lite0['test_acc']:.4f}; "
         f"TinyVGG, 10,000: {tinyvgg_metrics['test_acc']:.4f}"
     )
-    assert lite0["test_acc"] > tinyvgg_metrics["test_acc"]
+    assert lite0["test_acc"] >= 0.60
+    assert lite0["test_acc"] >= tinyvgg_metrics["test_acc"] + 0.10  # same 2,000 test images

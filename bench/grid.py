@@ -26,7 +26,6 @@ bench/phases.py, the printed report and its targets in bench/report.py.
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -35,7 +34,7 @@ if not __package__:  # run as `python bench/grid.py`: make the `bench` package i
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import report
-from bench.project import Project, bench_params, fastest
+from bench.project import Project, bench_params, fastest, finish
 
 PIPELINE = ["dvc", "repro", "--no-run-cache", "evaluate"]  # no run cache: a round never restores another's
 
@@ -179,11 +178,7 @@ def main(args: argparse.Namespace) -> dict:
         "rounds": rounds,
     }
     report.grid(results)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    if not args.workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return results
+    return finish(results, args.json, workdir, keep=bool(args.workdir))
 
 
 if __name__ == "__main__":

@@ -158,3 +158,12 @@ class Project:
 def fastest(runs: list[dict]) -> dict:
     """The run with the smallest wall time."""
     return min(runs, key=lambda run: run["wall_s"])
+
+
+def finish(results: dict, json_file: Path | None, workdir: Path, keep: bool) -> dict:
+    """Write `results` as JSON when asked, and remove the work directory unless it is to be kept."""
+    if json_file:
+        json_file.write_text(json.dumps(results, indent=2))
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results

@@ -29,7 +29,7 @@ if not __package__:  # run as `python bench/sweep.py`: make the `bench` package 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import report
-from bench.project import Project, bench_params
+from bench.project import Project, bench_params, finish
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,38 +76,26 @@ def as_sweep(values) -> str:
 # --- the three approaches: each runs the sweep and returns its wall time ---------------------------
 
 
+def axes(model: str, train_size: str) -> list[str]:
+    """`dvc exp run`'s options that set the two swept params."""
+    return ["-S", f"model={model}", "-S", f"train_size={train_size}"]
+
+
 def run_grid(project: Project, args: argparse.Namespace, cache_dir: Path) -> float:
-    command = [
-        "dvc",
-        "exp",
-        "run",
-        "-S",
-        f"model={as_list(args.models)}",
-        "-S",
-        f"train_size={as_list(args.train_sizes)}",
-    ]
+    command = ["dvc", "exp", "run", *axes(as_list(args.models), as_list(args.train_sizes))]
     return project.measure(command, cache_dir)["wall_s"]
 
 
 def run_sequential(project: Project, args: argparse.Namespace, cache_dir: Path) -> float:
     return sum(
-        project.measure(["dvc", "exp", "run", "-S", f"model={model}", "-S", f"train_size={size}"], cache_dir)["wall_s"]
+        project.measure(["dvc", "exp", "run", *axes(model, size)], cache_dir)["wall_s"]
         for model in args.models
         for size in args.train_sizes
     )
 
 
 def run_queue(project: Project, args: argparse.Namespace, cache_dir: Path) -> float:
-    queue = [
-        "dvc",
-        "exp",
-        "run",
-        "--queue",
-        "-S",
-        f"model={as_sweep(args.models)}",
-        "-S",
-        f"train_size={as_sweep(args.train_sizes)}",
-    ]
+    queue = ["dvc", "exp", "run", "--queue", *axes(as_sweep(args.models), as_sweep(args.train_sizes))]
     run_all = ["dvc", "exp", "run", "--run-all", "-j", str(args.jobs)]
     return project.measure(queue, cache_dir)["wall_s"] + project.measure(run_all, cache_dir)["wall_s"]
 
@@ -172,11 +160,7 @@ def main(args: argparse.Namespace) -> dict:
     results["config"] = {key: value for key, value in vars(args).items() if key not in ("workdir", "json")}
     results["config"]["source"] = str(args.source)
     report.sweep(results, len(args.models) * len(args.train_sizes))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    if not args.workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return results
+    return finish(results, args.json, workdir, keep=bool(args.workdir))
 
 
 if __name__ == "__main__":

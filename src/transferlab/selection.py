@@ -1,6 +1,7 @@
 """The select_best stage: rank every model, export the best, draw its predictions."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def leaderboard_markdown(ranked: list[tuple[str, dict]], metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def select_best(params: Params, paths: SelectBestPaths, cache_dir=None) -> dict:
+def select_best(params: Params, paths: SelectBestPaths, cache_dir: Path | None = None) -> dict:
     """Pick the best model by `select_best.metric`, export it, write the leaderboard, the headline
     metrics and a predictions figure."""
     metric = params.select_best.metric
@@ -79,7 +80,7 @@ def exported(classifier: Classifier, name: str) -> dict:
     return {**classifier.checkpoint, "name": name, "transform": transform}
 
 
-def _predictions(classifier: Classifier, paths: SelectBestPaths, params: Params, cache_dir):
+def _predictions(classifier: Classifier, paths: SelectBestPaths, params: Params, cache_dir: Path | None):
     """The predictions figure on `select_best.predictions` test images drawn with the seed."""
     dataset = data.load(paths.dataset_dir)
     test_idx = load_subsets(paths.subsets_dir, "test")["test"]

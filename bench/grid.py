@@ -1,19 +1,24 @@
-"""Benchmark: the pipeline's transfer grid against the course-style loop and the inference floor.
+"""Benchmark: the pipeline's transfer grid against the course-style loop and the inference floors.
 
 In one invocation, on the same data, params and machine:
   1. pipeline  - `dvc repro` of train_transfer + evaluate in a temporary copy of the project
-                 (cold feature cache), then an epochs-only rerun; after the last round, a no-op
-                 `dvc repro`;
+                 (cold machine-wide cache: no features, no exported models), then an epochs-only
+                 rerun; after the last round, a no-op `dvc repro`. Frozen features run on
+                 params.yaml's `transfer.runtime` (auto: ONNX Runtime on this CPU);
   2. course    - Bourke's chapter 07 loop: per experiment a fresh pretrained model, and every epoch
                  passes every train and test batch through the whole network (`--course-bn frozen`,
                  the default, holds the frozen backbone in eval mode as the pipeline does, so both
                  train the same model; `train` lets `model.train()` put its BatchNorm layers in
                  batch-statistics mode, exactly as the course's code does);
-  3. floor     - one bare `torch.inference_mode()` pass of each backbone over each distinct image.
-The pipeline (with its rerun) and the floor run in alternating rounds (`--rounds`); the fastest of
-each counts, so a drift in this machine's speed hits both. Plus the pipeline's feature extraction
-(FeatureCache, cold) against that bare loop (alternating rounds in one process, the fastest of
-each compared), and a cProfile of the train_transfer stage. Each phase runs in its own process:
+  3. floor     - one bare PyTorch-eager `torch.inference_mode()` pass of each backbone over each
+                 distinct image;
+  4. floor_onnxruntime - the same on ONNX Runtime, each backbone exported first (as a cold cache
+                 makes the pipeline do).
+The pipeline (with its rerun) and the floors run in alternating rounds (`--rounds`); the fastest of
+each counts, so a drift in this machine's speed hits all. Plus the pipeline's feature extraction
+(FeatureCache on ONNX Runtime, features cold) against both bare loops (alternating rounds in one
+process, the fastest of each compared), with FLOPs per image and GFLOP/s, and a cProfile of the
+train_transfer stage. Each phase runs in its own process:
 wall time and peak RSS (wait4's ru_maxrss, child processes included) are measured from outside.
 
   python bench/grid.py --source ../shared/data/cifar10-jpg.tar.gz            # BENCHMARKS.md's run
@@ -126,14 +131,15 @@ def pipeline_round(project: Project, args: argparse.Namespace) -> tuple[dict, di
 
 
 def alternating_rounds(project: Project, args: argparse.Namespace, config: dict) -> dict[str, list[dict]]:
-    """--rounds rounds of pipeline, epochs-only rerun and floor: every run of each."""
-    rounds = {"pipeline": [], "epochs_rerun": [], "floor": []}
+    """--rounds rounds of pipeline, epochs-only rerun and the two floors: every run of each."""
+    rounds = {"pipeline": [], "epochs_rerun": [], "floor": [], "floor_onnxruntime": []}
     for number in range(1, args.rounds + 1):
-        print(f"round {number}/{args.rounds}: pipeline, epochs-only rerun, floor ...", flush=True)
+        print(f"round {number}/{args.rounds}: pipeline, epochs-only rerun, floors ...", flush=True)
         pipeline, rerun = pipeline_round(project, args)
         rounds["pipeline"].append(pipeline)
         rounds["epochs_rerun"].append(rerun)
-        rounds["floor"].append(project.run_phase("floor", config, project.fresh_cache("floor")))
+        for floor in ("floor", "floor_onnxruntime"):
+            rounds[floor].append(project.run_phase(floor, config, project.fresh_cache(floor)))
     return rounds
 
 
@@ -156,7 +162,7 @@ def main(args: argparse.Namespace) -> dict:
 
     project.measure(["dvc", "repro", "train_tinyvgg"], project.cache("setup"))  # data, subsets, TinyVGG: untimed
     rounds = alternating_rounds(project, args, config)
-    pipeline, epochs_rerun, floor = (fastest(runs) for runs in rounds.values())
+    pipeline, epochs_rerun, floor, floor_onnxruntime = (fastest(runs) for runs in rounds.values())
     costs = fixed_costs(project)
 
     print("feature extraction, profile ...", flush=True)
@@ -171,6 +177,7 @@ def main(args: argparse.Namespace) -> dict:
         "pipeline": pipeline,
         "course": course,
         "floor": floor,
+        "floor_onnxruntime": floor_onnxruntime,
         "extract": extract,
         "epochs_rerun": epochs_rerun,
         **costs,

@@ -8,8 +8,10 @@ runs PHASES[PHASE] on the JSON object CONFIG_JSON and writes what it returns, as
 RESULT_JSON. Each phase is its own process so that its wall time and peak memory are measured from
 outside, like the pipeline's commands. The grid benchmark's in-process approaches:
   course   - Bourke's chapter 07 loop, the reference the pipeline is compared with;
-  floor    - one bare inference pass of each backbone over each distinct image;
-  extract  - the pipeline's feature extraction (FeatureCache, cold) against that bare loop;
+  floor    - one bare PyTorch-eager inference pass of each backbone over each distinct image;
+  floor_onnxruntime - the same on ONNX Runtime: build, export, load the export, one bare pass;
+  extract  - the pipeline's feature extraction (FeatureCache on ONNX Runtime, features cold)
+             against both bare loops, with each backbone's export time and FLOPs per image;
   profile  - a cProfile of the train_transfer stage (cold machine-wide cache: the caller gives it
              an empty TRANSFERLAB_CACHE_DIR).
 And the sweep benchmark's count of what a machine-wide cache holds:
@@ -22,8 +24,10 @@ course_bn, extract_rounds (grid phases); models, image_size (cache).
 import cProfile
 import itertools
 import json
+import os
 import pstats
 import runpy
+import shutil
 import sys
 import tempfile
 import time
@@ -35,6 +39,7 @@ from torch import nn
 # The train_transfer profile, by (file, function): where a cold run's time goes.
 PROFILED = {
     "backbone feature extraction": ("features.py", "compute"),
+    "ONNX export (once per backbone, then cached)": ("runtimes.py", "export_onnx"),
     "head training (engine.train, with per-epoch checkpoints)": ("engine.py", "train"),
     "TensorBoard graph tracing": ("tracking.py", "trace_graph"),
     "torchinfo summaries": ("transfer.py", "model_summaries"),
@@ -92,10 +97,17 @@ def distinct_images(config: dict):
 
 
 def bare_pass(backbone, images, batch_size: int) -> None:
-    """One bare inference pass over N x H x W x 3 uint8 images, batches fed as the pipeline feeds them."""
+    """One bare PyTorch-eager inference pass over N x H x W x 3 uint8 images, batches fed as the
+    pipeline feeds them."""
     with torch.inference_mode():
         for first in range(0, len(images), batch_size):
             backbone.features(backbone.transform(as_tensor(images[first : first + batch_size])))
+
+
+def bare_onnx_pass(extract, images, batch_size: int) -> None:
+    """The same on ONNX Runtime: `extract` is `runtimes.onnx_features` of the exported backbone."""
+    for first in range(0, len(images), batch_size):
+        extract(images[first : first + batch_size])
 
 
 # --- course ---------------------------------------------------------------------------------------
@@ -166,12 +178,24 @@ def phase_course(config: dict) -> dict:
 
 
 def phase_floor(config: dict) -> dict:
-    """The floor: one bare inference pass of each backbone over each distinct image."""
+    """The PyTorch-eager floor: one bare inference pass of each backbone over each distinct image."""
     from transferlab import backbones
 
     images = distinct_images(config)
     for name in config["models"]:
         bare_pass(backbones.load(name, config["image_size"]), images, config["batch_size"])
+    return {"images": len(images)}
+
+
+def phase_floor_onnxruntime(config: dict) -> dict:
+    """The ONNX Runtime floor: per backbone, build it, export it, load the export, one bare pass
+    over each distinct image (what a cold cache makes the pipeline do, minus the pipeline)."""
+    from transferlab import backbones, runtimes
+
+    images = distinct_images(config)
+    for name in config["models"]:
+        model = runtimes.export_onnx(backbones.load(name, config["image_size"]), *images.shape[1:3])
+        bare_onnx_pass(runtimes.onnx_features(model, name), images, config["batch_size"])
     return {"images": len(images)}
 
 
@@ -182,29 +206,73 @@ def timed(function, *args) -> float:
     return time.perf_counter() - start
 
 
-def cold_extraction(backbone, name: str, images, config: dict) -> None:
-    """The pipeline's FeatureCache.get on an empty cache of its own, with `backbone` already built."""
+def cold_extraction(cache, images, config: dict) -> None:
+    """The pipeline's FeatureCache.get with no features cached (the export is: it stays in `cache`'s
+    directory), on a new instance as a new process would have."""
     from transferlab.features import FeatureCache
 
+    shutil.rmtree(cache.shards_dir, ignore_errors=True)
+    fresh = FeatureCache(cache.name, cache.image_size, cache.directory.parents[1], runtime=cache.runtime)
+    fresh.get(images, config["batch_size"], torch.device("cpu"))
+
+
+def flops_per_image(backbone, image) -> int:
+    """FLOPs (2 per multiply-add, convolutions and matrix products) of one image through the
+    preprocessing and feature network, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from transferlab.runtimes import ImagesToFeatures
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        ImagesToFeatures(backbone)(torch.as_tensor(image[None]))
+    return counter.get_total_flops()
+
+
+def cpu_peak() -> dict:
+    """This CPU's rough FP32 peak: cores x clock x FLOPs per cycle (2 FMA units of 8 floats with
+    AVX2, 16 with AVX-512, 2 FLOPs each)."""
+    info = Path("/proc/cpuinfo").read_text()
+    flags = set(next(line for line in info.splitlines() if line.startswith("flags")).split())
+    mhz = float(next(line for line in info.splitlines() if line.startswith("cpu MHz")).split(":")[1])
+    per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 8
+    cores = len(os.sched_getaffinity(0))
+    return {"cores": cores, "ghz": mhz / 1000, "flops_per_cycle": per_cycle, "gflops": cores * mhz / 1000 * per_cycle}
+
+
+def extraction_rounds(backbone, images, config: dict) -> dict:
+    """One backbone's export time and its alternating rounds of the three extraction loops."""
+    from transferlab import runtimes
+    from transferlab.features import FeatureCache
+
+    name = backbone.info.name
+    result = {"bare_s": [], "onnx_bare_s": [], "cache_s": []}
     with tempfile.TemporaryDirectory() as cache_dir:
-        cache = FeatureCache(name, config["image_size"], cache_dir, load=lambda *_: backbone)
-        cache.get(images, config["batch_size"], torch.device("cpu"))
+        cache = FeatureCache(name, config["image_size"], cache_dir, load=lambda *_: backbone, runtime="onnxruntime")
+        result["export_s"] = timed(cache.onnx_model, *images.shape[1:3])
+        extract = runtimes.onnx_features(cache.onnx_model(*images.shape[1:3]), name)
+        for _ in range(config["extract_rounds"]):
+            result["bare_s"].append(timed(bare_pass, backbone, images, config["batch_size"]))
+            result["onnx_bare_s"].append(timed(bare_onnx_pass, extract, images, config["batch_size"]))
+            result["cache_s"].append(timed(cold_extraction, cache, images, config))
+    return result
 
 
 def phase_extract(config: dict) -> dict:
-    """The pipeline's feature extraction (FeatureCache, cold) against the bare loop on the same
-    backbone, images and batch size; rounds alternate the two, so drifts in machine speed hit both."""
+    """Per backbone, on the same images and batch size, in alternating rounds (so drifts in machine
+    speed hit all three): the bare PyTorch-eager loop, the bare ONNX Runtime loop, and the
+    pipeline's extraction (FeatureCache on ONNX Runtime, features cold, export cached). Plus the
+    export's time, the FLOPs per image and this CPU's rough peak."""
     from transferlab import backbones
 
     images = distinct_images(config)
-    bare, cached = {}, {}
+    result = {"images": len(images), "cpu": cpu_peak(), "flops_per_image": {}}
     for name in config["models"]:
         backbone = backbones.load(name, config["image_size"])
-        bare[name], cached[name] = [], []
-        for _ in range(config["extract_rounds"]):
-            bare[name].append(timed(bare_pass, backbone, images, config["batch_size"]))
-            cached[name].append(timed(cold_extraction, backbone, name, images, config))
-    return {"images": len(images), "bare_s": bare, "cache_s": cached}
+        result["flops_per_image"][name] = flops_per_image(backbone, images[0])
+        for key, value in extraction_rounds(backbone, images, config).items():
+            result.setdefault(key, {})[name] = value
+    return result
 
 
 # --- profile --------------------------------------------------------------------------------------
@@ -243,6 +311,7 @@ def phase_cache(config: dict) -> dict:
 PHASES = {
     "course": phase_course,
     "floor": phase_floor,
+    "floor_onnxruntime": phase_floor_onnxruntime,
     "extract": phase_extract,
     "profile": phase_profile,
     "cache": phase_cache,

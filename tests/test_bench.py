@@ -61,7 +61,10 @@ def test_bench_phases_entry_point_explains_its_usage():
         check=False,
     )
     assert result.returncode != 0
-    assert "usage: python -m bench.phases {course,floor,extract,profile,cache} CONFIG_JSON RESULT_JSON" in result.stderr
+    assert (
+        "usage: python -m bench.phases {course,floor,floor_onnxruntime,extract,profile,cache} CONFIG_JSON RESULT_JSON"
+        in result.stderr
+    )
 
 
 @pytest.mark.slow
@@ -93,7 +96,13 @@ def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
         ],
         tmp_path,
     )
-    for heading in ("approaches", "final test accuracy", "ratios and targets", "where the pipeline"):
+    for heading in (
+        "approaches",
+        "final test accuracy",
+        "ratios and targets",
+        "FLOPs and GFLOP/s",
+        "where the pipeline",
+    ):
         assert heading in result.stdout
     experiments = {f"{n}_images-effnet_lite0-{e}_epochs" for n in (3, 6) for e in (1, 2)}
     assert set(results["pipeline"]["test_acc"]) == experiments == set(results["course"]["test_acc"])
@@ -101,9 +110,10 @@ def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
     # pipeline's, so the same accuracy (features differ only by batch composition: one image at most).
     for name, accuracy in results["pipeline"]["test_acc"].items():
         assert results["course"]["test_acc"][name] == pytest.approx(accuracy, abs=1 / 6 + 1e-9)
-    for phase in ("pipeline", "course", "floor", "extract", "epochs_rerun", "noop", "torch_import", "dynamo_import"):
+    phases = ("pipeline", "course", "floor", "floor_onnxruntime", "extract", "epochs_rerun", "noop", "torch_import")
+    for phase in (*phases, "dynamo_import"):
         assert results[phase]["wall_s"] > 0 and results[phase]["peak_rss_mib"] > 20
-    for phase in ("pipeline", "epochs_rerun", "floor"):  # the fastest of 2 alternating rounds counts
+    for phase in ("pipeline", "epochs_rerun", "floor", "floor_onnxruntime"):  # the fastest of 2 rounds counts
         assert len(results["rounds"][phase]) == 2
         assert results[phase]["wall_s"] == min(run["wall_s"] for run in results["rounds"][phase])
     first, second = results["rounds"]["pipeline"]
@@ -111,10 +121,15 @@ def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
     log = (tmp_path / "work/bench.log").read_text()
     assert log.count("Running stage 'train_transfer'") == 4  # each round: a full run and a rerun
     assert results["pipeline"]["peak_rss_mib"] > 500  # torch and a backbone were in memory
-    assert results["floor"]["images"] == 6 + 6  # the largest train subset (nesting) plus the test subset
-    assert results["extract"]["images"] == 12
-    for timings in (results["extract"]["bare_s"], results["extract"]["cache_s"]):
-        assert len(timings["effnet_lite0"]) == 2 and min(timings["effnet_lite0"]) > 0
+    # the largest train subset (nesting) plus the test subset
+    assert results["floor"]["images"] == results["floor_onnxruntime"]["images"] == 6 + 6
+    extract = results["extract"]
+    assert extract["images"] == 12
+    for loop in ("bare_s", "onnx_bare_s", "cache_s"):
+        assert len(extract[loop]["effnet_lite0"]) == 2 and min(extract[loop]["effnet_lite0"]) > 0
+    assert extract["export_s"]["effnet_lite0"] > 1  # torch.export of the whole backbone
+    assert 1e7 < extract["flops_per_image"]["effnet_lite0"] < 1e9  # lite0 at 32 px: about 0.02 GFLOP
+    assert extract["cpu"]["gflops"] > 1
     assert sum(results["profile"]["breakdown_s"].values()) == pytest.approx(results["profile"]["total_s"], rel=0.01)
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from transferlab import backbones, features
 from transferlab.features import FeatureCache
+from transferlab.preprocess import Preprocess
 
 CPU = torch.device("cpu")
 
@@ -89,7 +90,7 @@ def test_first_get_computes_every_image_once_and_matches_direct_computation(tmp_
     assert backbone.features.batches == [2, 2, 1]
     assert out.shape == (5, 1280) and out.dtype == torch.float32
     torch.testing.assert_close(out, _direct(backbone, images), rtol=1e-4, atol=1e-5)
-    assert len(list(cache.directory.glob("*.pt"))) == 1
+    assert len(list(cache.shards_dir.glob("*.pt"))) == 1
 
 
 def test_second_get_with_the_same_images_does_no_backbone_pass(tmp_path, backbone):
@@ -150,16 +151,11 @@ def test_other_cache_dir_or_input_size_does_not_share_features(tmp_path, lite0):
     _cache(counted, tmp_path / "b").get(images, batch_size=8, device=CPU)
     assert counted.features.images == 4
 
-    bigger = dataclasses.replace(counted, transform=backbones._resized(lite0.transform, 40))
+    bigger = dataclasses.replace(counted, transform=Preprocess.like(lite0.transform, 40))
     out = _cache(bigger, tmp_path / "a").get(images, batch_size=8, device=CPU)
     assert counted.features.images == 6
     assert sorted(p.name for p in (tmp_path / "a/features").iterdir()) == ["effnet_lite0_32px", "effnet_lite0_40px"]
     torch.testing.assert_close(out, _direct(bigger, images), rtol=1e-4, atol=1e-5)
-
-
-def test_compute_of_no_images_is_empty(lite0):
-    out = features.compute(lite0, _images(0), batch_size=4, device=CPU)
-    assert out.shape == (0, 1280)
 
 
 def _unbuildable(name, image_size):
@@ -200,7 +196,7 @@ def test_derived_artefacts_are_made_once_and_kept_beside_the_features(tmp_path, 
 def test_a_damaged_shard_is_reported_removed_and_recomputed(tmp_path, backbone, capsys, damage):
     images = _images(4, seed=9)
     first = _cache(backbone, tmp_path).get(images, batch_size=8, device=CPU)
-    [shard] = _cache(backbone, tmp_path).directory.glob("*.pt")
+    [shard] = _cache(backbone, tmp_path).shards_dir.glob("*.pt")
     if damage == "truncated":
         shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     elif damage == "garbage":
@@ -232,6 +228,7 @@ from pathlib import Path
 import numpy as np, torch
 from transferlab import backbones
 from transferlab.features import FeatureCache
+from transferlab.preprocess import Preprocess
 
 cache_dir, go, seeds, out = sys.argv[1], Path(sys.argv[2]), [int(s) for s in sys.argv[3].split(",")], sys.argv[4]
 images = np.concatenate([np.random.default_rng(s).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8) for s in seeds])

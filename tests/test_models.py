@@ -179,9 +179,17 @@ def _transfer_model(backbone, n_classes, seed):
 
 def test_frozen_transfer_checkpoint_stores_only_the_head(tmp_path, lite0_32):
     model = _transfer_model(lite0_32, len(CLASSES), seed=0)
-    checkpoint = models.transfer_checkpoint(model.head, CLASSES, "effnet_lite0", 32, frozen=True, data_image_size=24)
+    checkpoint = models.transfer_checkpoint(
+        model.head, CLASSES, "effnet_lite0", 32, frozen=True, data_image_size=24, runtime="onnxruntime"
+    )
     assert checkpoint["kind"] == "transfer"
-    assert checkpoint["config"] == {"backbone": "effnet_lite0", "image_size": 32, "frozen": True, "data_image_size": 24}
+    assert checkpoint["config"] == {
+        "backbone": "effnet_lite0",
+        "image_size": 32,
+        "frozen": True,
+        "data_image_size": 24,
+        "runtime": "onnxruntime",
+    }
     assert set(checkpoint["state_dict"]) == {"1.weight", "1.bias"}
     assert checkpoint["state_dict"]["1.weight"].shape == (len(CLASSES), 1280)
 
@@ -205,7 +213,9 @@ def test_frozen_transfer_checkpoint_stores_only_the_head(tmp_path, lite0_32):
 
 def test_frozen_classifier_builds_its_backbone_only_when_the_full_model_is_used(lite0_32):
     model = _transfer_model(lite0_32, len(CLASSES), seed=1)
-    checkpoint = models.transfer_checkpoint(model.head, CLASSES, "effnet_lite0", 32, frozen=True, data_image_size=32)
+    checkpoint = models.transfer_checkpoint(
+        model.head, CLASSES, "effnet_lite0", 32, frozen=True, data_image_size=32, runtime="onnxruntime"
+    )
     built = []
 
     def load_backbone(name, image_size):
@@ -237,7 +247,12 @@ def test_finetuned_transfer_checkpoint_stores_and_restores_the_backbone(tmp_path
     with torch.no_grad():  # as if fine-tuned: differs from the pretrained weights Classifier loads
         model.backbone.conv_stem.weight.mul_(-1.5)
     path = tmp_path / "finetuned.pt"
-    save_torch(path, models.transfer_checkpoint(model, CLASSES, "effnet_lite0", 32, frozen=False, data_image_size=32))
+    save_torch(
+        path,
+        models.transfer_checkpoint(
+            model, CLASSES, "effnet_lite0", 32, frozen=False, data_image_size=32, runtime="torch"
+        ),
+    )
     checkpoint = load_torch(path)
     assert "backbone.conv_stem.weight" in checkpoint["state_dict"]
     assert "head.1.weight" in checkpoint["state_dict"]
@@ -255,7 +270,9 @@ def test_finetuned_transfer_checkpoint_stores_and_restores_the_backbone(tmp_path
 
 def test_classifier_transfer_preprocess_uses_backbone_transform(lite0_32):
     model = _transfer_model(lite0_32, 2, seed=0)
-    checkpoint = models.transfer_checkpoint(model.head, ["a", "b"], "effnet_lite0", 32, frozen=True, data_image_size=40)
+    checkpoint = models.transfer_checkpoint(
+        model.head, ["a", "b"], "effnet_lite0", 32, frozen=True, data_image_size=40, runtime="onnxruntime"
+    )
     classifier = Classifier(checkpoint)
     inputs = classifier.preprocess(_uint8_images(2, 40))
     assert inputs.shape == (2, 3, 32, 32)  # resized and centre-cropped to the backbone's size

@@ -37,7 +37,9 @@ def test_repository_params_yaml_parses():
     assert p.model == ("effnet_b0", "effnet_b2")
     assert p.train_size == (500, 1000)
     assert p.epochs == (5, 10)
-    assert p.transfer == params.TransferParams(freeze=True, image_size=None, batch_size=32, optimizer="adam", lr=0.001)
+    assert p.transfer == params.TransferParams(
+        freeze=True, image_size=None, runtime="auto", batch_size=32, optimizer="adam", lr=0.001
+    )
     assert p.select_best == params.SelectBestParams(metric="test_acc", predictions=12)
 
 

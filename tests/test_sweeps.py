@@ -32,7 +32,8 @@ def baseline(tmp_path_factory) -> Path:
 
 
 def lite0_cache(cache_dir: Path) -> FeatureCache:
-    return FeatureCache("effnet_lite0", 32, cache_dir)
+    """The cache the pipeline's lite0 features go to (params.yaml's runtime, auto: ONNX Runtime)."""
+    return FeatureCache("effnet_lite0", 32, cache_dir, runtime="onnxruntime")
 
 
 def wait_for_queue(project: Path, env: dict, timeout: float = 600) -> str:
@@ -65,7 +66,7 @@ def test_a_damaged_cache_is_one_line_and_the_same_result(baseline, damage):
     """(Before the sweep below, which changes the workspace.)"""
     cache_dir = machine_cache(baseline)
     if damage == "truncated feature shard":
-        [damaged] = lite0_cache(cache_dir).directory.glob("*.pt")
+        [damaged] = lite0_cache(cache_dir).shards_dir.glob("*.pt")
         damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
     else:
         [damaged] = (cache_dir / "heads").glob("*/epoch_0001.pt")

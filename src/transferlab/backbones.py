@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from transferlab.errors import UserError
+from transferlab.preprocess import Preprocess
 
 DOWNLOAD_TIMEOUT_S = 20
 OFFLINE_BACKBONES = ("effnet_lite0", "effnet_lite2")
@@ -51,7 +52,7 @@ class Backbone:
     features: nn.Module  # image batch -> pooled feature vectors
     num_features: int
     imagenet_head: nn.Module  # the original 1000-class classifier, kept for the "before" summary
-    transform: nn.Module  # torchvision ImageClassification: uint8 or float batch (N, 3, H, W) -> input
+    transform: Preprocess  # uint8 image batch (N, 3, H, W) -> the features' input
 
 
 def info(name: str) -> BackboneInfo:
@@ -74,25 +75,9 @@ def load(name: str, image_size: int | None = None, pretrained: bool = True) -> B
     """
     backbone_info = info(name)
     builder = _torchvision_effnet if name in ("effnet_b0", "effnet_b2") else _timm_lite
-    features, num_features, imagenet_head, transform = builder(name, pretrained)
-    if image_size is not None:
-        transform = _resized(transform, image_size)
+    features, num_features, imagenet_head, preset = builder(name, pretrained)
     features.to(memory_format=torch.channels_last).eval()
-    return Backbone(backbone_info, features, num_features, imagenet_head, transform)
-
-
-def _resized(transform: nn.Module, image_size: int) -> nn.Module:
-    """The same preprocessing at another crop size, keeping the resize/crop ratio."""
-    from torchvision.transforms._presets import ImageClassification
-
-    ratio = transform.resize_size[0] / transform.crop_size[0]
-    return ImageClassification(
-        crop_size=image_size,
-        resize_size=round(image_size * ratio),
-        mean=transform.mean,
-        std=transform.std,
-        interpolation=transform.interpolation,
-    )
+    return Backbone(backbone_info, features, num_features, imagenet_head, Preprocess.like(preset, image_size))
 
 
 def _torchvision_effnet(name: str, pretrained: bool):
@@ -134,19 +119,14 @@ def _download_state_dict(name: str, weights) -> dict:
 def _timm_lite(name: str, pretrained: bool):
     import timm
     from torchvision.transforms import InterpolationMode
-    from torchvision.transforms._presets import ImageClassification
 
     model = timm.create_model(f"tf_{name.replace('effnet', 'efficientnet')}", pretrained=False)
     if pretrained:
         _load_in_order(model, _lite_weights_file(name))
     cfg = model.pretrained_cfg
     crop = cfg["input_size"][-1]
-    transform = ImageClassification(
-        crop_size=crop,
-        resize_size=int(crop / cfg["crop_pct"]),
-        mean=cfg["mean"],
-        std=cfg["std"],
-        interpolation=InterpolationMode(cfg["interpolation"]),
+    transform = Preprocess(
+        crop, int(crop / cfg["crop_pct"]), cfg["mean"], cfg["std"], InterpolationMode(cfg["interpolation"])
     )
     imagenet_head = model.get_classifier()
     model.reset_classifier(0)

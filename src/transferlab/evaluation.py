@@ -36,6 +36,7 @@ def logits_on(classifier: Classifier, images: np.ndarray, cache_dir: Path | None
             classifier.config["image_size"],
             cache_dir,
             load=lambda *_: classifier.backbone,
+            runtime=classifier.config["runtime"],
         )
         mode = backbone_mode(classifier.frozen)
         inputs, network = mode(cache, BATCH_SIZE, device).inputs(images), mode.scorer(classifier)

@@ -1,11 +1,12 @@
 """Everything a frozen backbone produces, computed once per machine, backbone and input size.
 
 Each backbone at each input size has a directory in the machine-wide cache (`cache.root()`):
-`features/<backbone>_<size>px/`. Pooled features are keyed by the SHA-1 of each image's pixels and
-stored in shards: every run that meets new images adds one shard file holding just those, so no
-writer ever rewrites (or loses) another's entries. Beside them, `derived/` holds artefacts made
-from the backbone (its TensorBoard graph and torchinfo summary), so a run whose images are all
-cached never builds the backbone at all.
+`features/<backbone>_<size>px/`. Pooled features live in a folder per runtime and version that
+computed them (`onnxruntime-1.32.0/`, `torch-2.14.1+cu130/`: see `runtimes`), keyed by the SHA-1 of
+each image's pixels and stored in shards: every run that meets new images adds one shard file
+holding just those, so no writer ever rewrites (or loses) another's entries. Beside them,
+`derived/` holds artefacts made from the backbone (its TensorBoard graph, torchinfo summary and
+exported ONNX model), so a run whose images are all cached never builds the backbone at all.
 
 Computing takes the directory's lock and first rereads the shards: when two workers need the same
 images at once, one computes them and the other waits, then finds them cached.
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from transferlab import backbones, cache
+from transferlab import backbones, cache, runtimes
 from transferlab.backbones import Backbone
 from transferlab.outputs import save_torch
 
@@ -30,20 +31,18 @@ def image_keys(images: np.ndarray) -> list[str]:
     return [hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() for image in images]
 
 
-@torch.inference_mode()
-def compute(backbone: Backbone, images: np.ndarray, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Pooled features of N x H x W x 3 uint8 images, one backbone pass per image."""
-    backbone.features.to(device).eval()
-    chunks = []
-    for start in tqdm(range(0, len(images), batch_size), desc=f"features {backbone.info.name}", unit="batch"):
-        batch = torch.as_tensor(images[start : start + batch_size]).permute(0, 3, 1, 2).to(device)
-        chunks.append(backbone.features(backbone.transform(batch)).float().cpu())
-    return torch.cat(chunks) if chunks else torch.empty(0, backbone.info.num_features)
+def compute(
+    extract: Callable[[np.ndarray], torch.Tensor], images: np.ndarray, batch_size: int, desc: str
+) -> torch.Tensor:
+    """Pooled features of N x H x W x 3 uint8 images (N > 0), one `extract` call per batch."""
+    batches = range(0, len(images), batch_size)
+    return torch.cat([extract(images[start : start + batch_size]) for start in tqdm(batches, desc=desc, unit="batch")])
 
 
 class FeatureCache:
-    """Features and derived artefacts of one backbone at one input size. The backbone is built
-    (`load(name, image_size)`) only when something asked for is not cached yet."""
+    """Features (computed by `runtime`: see `runtimes`) and derived artefacts of one backbone at one
+    input size. The backbone is built (`load(name, image_size)`) only when something asked for is
+    not cached yet."""
 
     def __init__(
         self,
@@ -51,12 +50,14 @@ class FeatureCache:
         image_size: int | None = None,
         cache_dir: str | Path | None = None,
         load: Callable[[str, int | None], Backbone] = backbones.load,
+        runtime: str = runtimes.TORCH,
     ):
-        self.name, self.image_size, self._load = name, image_size, load
+        self.name, self.image_size, self._load, self.runtime = name, image_size, load, runtime
         self.num_features = backbones.info(name).num_features
         self.directory = (
             Path(cache_dir or cache.root()) / "features" / f"{name}_{backbones.input_size(name, image_size)}px"
         )
+        self.shards_dir = self.directory / runtimes.tag(runtime)
         self._row_of: dict[str, int] = {}
         self._chunks: list[torch.Tensor] = []
         self._shards_read: set[str] = set()
@@ -70,7 +71,7 @@ class FeatureCache:
         """Features for `images` in order; only images this machine never saw go through the backbone."""
         keys = image_keys(images)
         if self._missing(keys):
-            with cache.exclusive(self.directory / ".lock", f"computing {self.name} features"):
+            with cache.exclusive(self.shards_dir / ".lock", f"computing {self.name} features on {self.runtime}"):
                 if new_keys := self._missing(keys):  # rereads what others wrote while we waited
                     self._compute(images, keys, new_keys, batch_size, device)
         if not keys:
@@ -93,18 +94,35 @@ class FeatureCache:
     ) -> None:
         print(
             f"features {self.directory.name}: computing {len(new_keys)} new images "
-            f"({len(set(keys)) - len(new_keys)} cached) in {self.directory}",
+            f"({len(set(keys)) - len(new_keys)} cached) on {self.runtime} in {self.shards_dir}",
             file=sys.stderr,
         )
         first_index = {key: index for index, key in reversed(list(enumerate(keys)))}
-        features = compute(self.backbone, images[[first_index[key] for key in new_keys]], batch_size, device)
+        extract = self._extractor(images.shape[1:3], device)
+        new_images = images[[first_index[key] for key in new_keys]]
+        features = compute(extract, new_images, batch_size, desc=f"features {self.name} ({self.runtime})")
         name = hashlib.sha1("".join(new_keys).encode()).hexdigest()[:20]
-        save_torch(self.directory / f"{name}.pt", {"keys": new_keys, "features": features})
+        save_torch(self.shards_dir / f"{name}.pt", {"keys": new_keys, "features": features})
         self._shards_read.add(f"{name}.pt")
         self._add(new_keys, features)
 
+    def _extractor(self, image_shape: tuple[int, int], device: torch.device) -> Callable[[np.ndarray], torch.Tensor]:
+        """Images -> features on this cache's runtime (for ONNX Runtime, from the cached export)."""
+        if self.runtime == runtimes.TORCH:
+            return runtimes.torch_features(self.backbone, device)
+        return runtimes.onnx_features(self.onnx_model(*image_shape), self.name)
+
+    def onnx_model(self, height: int, width: int) -> bytes:
+        """The backbone exported for H x W images (`runtimes.export_onnx`): once per machine and
+        torch version, then read from the cache."""
+        return self.derived(
+            f"onnx_{height}x{width}_{runtimes.tag('torch')}",
+            lambda backbone: runtimes.export_onnx(backbone, height, width),
+            valid=runtimes.is_onnx_model,
+        )
+
     def _read_new_shards(self) -> None:
-        for path in sorted(self.directory.glob("*.pt")):
+        for path in sorted(self.shards_dir.glob("*.pt")):
             if path.name not in self._shards_read:
                 self._shards_read.add(path.name)
                 if shard := cache.read(path, self._is_shard):
@@ -131,17 +149,20 @@ class FeatureCache:
             self._concatenated = torch.cat(self._chunks)
         return self._concatenated
 
-    def derived(self, key: str, make: Callable[[Backbone], object]) -> object:
+    def derived(
+        self, key: str, make: Callable[[Backbone], object], valid: Callable[[object], bool] = lambda value: True
+    ) -> object:
         """The artefact `key`, made from the backbone by `make` the first time, then read from the
-        cache (tensors, strings, bytes and plain containers)."""
+        cache (tensors, strings, bytes and plain containers); a stored one that is not `valid` is
+        made again."""
         path = self.directory / "derived" / f"{key}.pt"
-        if (stored := cache.read(path, _is_derived)) is None:
+
+        def is_valid(content: object) -> bool:
+            return isinstance(content, dict) and "value" in content and valid(content["value"])
+
+        if (stored := cache.read(path, is_valid)) is None:
             with cache.exclusive(self.directory / ".lock", f"making {self.name} {key}"):
-                if (stored := cache.read(path, _is_derived)) is None:
+                if (stored := cache.read(path, is_valid)) is None:
                     stored = {"value": make(self.backbone)}
                     save_torch(path, stored)
         return stored["value"]
-
-
-def _is_derived(content: object) -> bool:
-    return isinstance(content, dict) and "value" in content

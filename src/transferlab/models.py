@@ -92,8 +92,21 @@ def tinyvgg_checkpoint(model: TinyVGG, classes: list[str], hidden_units: int, im
 
 
 def transfer_checkpoint(
-    model: nn.Module, classes: list[str], backbone: str, image_size: int | None, frozen: bool, data_image_size: int
+    model: nn.Module,
+    classes: list[str],
+    backbone: str,
+    image_size: int | None,
+    frozen: bool,
+    data_image_size: int,
+    runtime: str,
 ) -> dict:
-    """`model` is the head alone when the backbone is frozen, else the whole TransferModel."""
-    config = {"backbone": backbone, "image_size": image_size, "frozen": frozen, "data_image_size": data_image_size}
+    """`model` is the head alone when the backbone is frozen, else the whole TransferModel.
+    `runtime` computed the frozen features it trained on (`runtimes`), so scoring uses the same."""
+    config = {
+        "backbone": backbone,
+        "image_size": image_size,
+        "frozen": frozen,
+        "data_image_size": data_image_size,
+        "runtime": runtime,
+    }
     return {"kind": "transfer", "classes": classes, "config": config, "state_dict": model.state_dict()}

@@ -20,6 +20,7 @@ from transferlab.errors import UserError
 PARAMS_FILE = "params.yaml"
 Optimizer = Literal["adam", "sgd"]
 SelectionMetric = Literal["test_acc", "test_loss"]
+Runtime = Literal["auto", "onnxruntime", "torch"]  # what computes frozen features: see `runtimes`
 
 
 def positive():
@@ -57,6 +58,7 @@ class TinyVGGParams(TrainingParams):
 class TransferParams(TrainingParams):
     freeze: bool
     image_size: int | None = positive()  # None: the pretrained weights' own input size
+    runtime: Runtime
 
 
 @dataclass(frozen=True)

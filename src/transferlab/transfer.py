@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from torchinfo import summary
 
-from transferlab import backbones, data, engine, models
+from transferlab import backbones, data, engine, models, runtimes
 from transferlab.features import FeatureCache
 from transferlab.modes import BackboneMode, backbone_mode
 from transferlab.outputs import atomic_dir, save_torch, write_json, write_text
@@ -86,6 +86,10 @@ class GridContext:
         self.subsets = load_subsets(paths.subsets_dir, "transfer_train", "test")
         self.device = engine.select_device()
         self.mode = backbone_mode(params.transfer.freeze)
+        # Fine-tuning trains in PyTorch; the runtime choice is about frozen features.
+        self.runtime = (
+            runtimes.resolve(params.transfer.runtime, self.device) if params.transfer.freeze else runtimes.TORCH
+        )
         self.checkpoints = self.mode.checkpoints(cache_dir)
 
     @property
@@ -99,7 +103,7 @@ class BackboneRuns:
     def __init__(self, context: GridContext, name: str):
         self.context, self.name = context, name
         p, n_classes = context.params.transfer, context.n_classes
-        self.cache = FeatureCache(name, p.image_size, context.cache_dir)
+        self.cache = FeatureCache(name, p.image_size, context.cache_dir, runtime=context.runtime)
         self.mode: BackboneMode = context.mode(self.cache, p.batch_size, context.device)
         # Summary and graph first: they are traced on the CPU, before the inputs may move it to a GPU.
         self.summary = self.cache.derived(f"summary_{n_classes}_classes", lambda b: model_summaries(b, n_classes))
@@ -137,6 +141,7 @@ class BackboneRuns:
                 "train_size": experiment.train_size,
                 "epochs": experiment.epochs,
                 "freeze": p.freeze,
+                "runtime": self.context.runtime,
                 "optimizer": p.optimizer,
                 "lr": p.lr,
                 "batch_size": p.batch_size,
@@ -156,6 +161,7 @@ class BackboneRuns:
             p.image_size,
             p.freeze,
             dataset.train.images.shape[1],
+            self.context.runtime,
         )
 
 

@@ -1,0 +1,120 @@
+"""Which runtime computes a frozen backbone's features, and how: ONNX Runtime or PyTorch.
+
+Both run one network, `ImagesToFeatures`: the backbone's preprocessing and feature extractor, from
+the project's uint8 images (N x H x W x 3) to pooled features. PyTorch runs it eagerly; for ONNX
+Runtime it is exported once (`export_onnx`, the torch.export-based exporter) and the exported model
+is cached with the backbone's other artefacts (`features.FeatureCache`).
+
+`transfer.runtime` chooses: `auto` (the default) is ONNX Runtime when the device is the CPU, where
+it computes the same features (within 1e-4) 2-3x faster than PyTorch eager (BENCHMARKS.md), and
+PyTorch on CUDA; `onnxruntime` and `torch` force one. Only frozen backbones' features use this:
+fine-tuning always trains in PyTorch. Features are cached per runtime and version (`tag`), so two
+runtimes' features are never mixed.
+"""
+
+import contextlib
+import importlib.metadata
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferlab.backbones import Backbone
+from transferlab.errors import UserError
+
+ONNX_RUNTIME, TORCH = "onnxruntime", "torch"
+FALLBACK = "set transfer.runtime: torch in params.yaml to use PyTorch instead"
+
+
+def resolve(choice: str, device: torch.device) -> str:
+    """The runtime that `transfer.runtime: choice` means on `device`."""
+    if choice == "auto":
+        return ONNX_RUNTIME if device.type == "cpu" else TORCH
+    return choice
+
+
+def tag(runtime: str) -> str:
+    """The runtime and its version, e.g. `onnxruntime-1.32.0`: what features are cached under."""
+    return f"{runtime}-{importlib.metadata.version(runtime)}"
+
+
+class ImagesToFeatures(nn.Module):
+    """N x H x W x 3 uint8 images -> pooled features: the network both runtimes run."""
+
+    def __init__(self, backbone: Backbone):
+        super().__init__()
+        self.transform, self.features = backbone.transform, backbone.features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(self.transform(images.permute(0, 3, 1, 2)))
+
+
+def torch_features(backbone: Backbone, device: torch.device) -> Callable[[np.ndarray], torch.Tensor]:
+    """A batch of images -> features, on PyTorch."""
+    network = ImagesToFeatures(backbone).to(device).eval()
+
+    @torch.inference_mode()
+    def run(images: np.ndarray) -> torch.Tensor:
+        return network(torch.as_tensor(images).to(device)).float().cpu()
+
+    return run
+
+
+def export_onnx(backbone: Backbone, height: int, width: int) -> bytes:
+    """The ONNX model of `ImagesToFeatures` for H x W images, any batch size."""
+    network = ImagesToFeatures(backbone).cpu().eval()
+    example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
+    with _failing_as_user_error(f"cannot export {backbone.info.name} to ONNX"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+        program = torch.onnx.export(
+            network,
+            (example,),
+            input_names=["images"],
+            output_names=["features"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamo=True,
+            verbose=False,
+        )
+        return program.model_proto.SerializeToString()
+
+
+def onnx_features(model: bytes, name: str) -> Callable[[np.ndarray], torch.Tensor]:
+    """A batch of images -> features, on ONNX Runtime's CPU provider, from an exported `model`."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are about its own graph rewrites
+    with _failing_as_user_error(f"ONNX Runtime cannot load {name}'s exported model"):
+        session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    def run(images: np.ndarray) -> torch.Tensor:
+        with _failing_as_user_error(f"ONNX Runtime failed on {name}"):
+            (features,) = session.run(None, {"images": np.ascontiguousarray(images)})
+        return torch.from_numpy(features)
+
+    return run
+
+
+def is_onnx_model(value: object) -> bool:
+    """Whether `value` is a well-formed serialised ONNX model (a cache entry's check)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(onnx.load_from_string(value))
+    except Exception:  # whatever is wrong with it, it is exported again
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _failing_as_user_error(what: str):
+    """Turn any failure of the exporter or the runtime into one line that names the way out."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{what} ({reason}); {FALLBACK}") from None

@@ -20,5 +20,5 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet --constraint constraints.txt --editable '.[test]'
+	$(VENV)/bin/python -m pip install --quiet --constraint constraints.txt --editable '.[s3,test]'
 	touch $@

@@ -2,13 +2,13 @@
 
 Each backbone at each input size has a directory in the machine-wide cache (`cache.root()`):
 `features/<backbone>_<size>px/`. Pooled features live in a folder per runtime and version that
-computed them (`onnxruntime-1.32.0/`, `torch-2.14.1+cu130/`: see `runtimes`), keyed by the SHA-1 of
+computed them (`onnxruntime-1.32.0/`, `torch-2.14.1/`: see `runtimes`), keyed by the SHA-1 of
 each image's pixels and stored in shards: every run that meets new images adds one shard file
 holding just those, so no writer ever rewrites (or loses) another's entries. Beside them,
 `derived/` holds artefacts made from the backbone (its TensorBoard graph, torchinfo summary and
 exported ONNX model), so a run whose images are all cached never builds the backbone at all.
 
-Computing takes the directory's lock and first rereads the shards: when two workers need the same
+Computing takes that folder's lock and first rereads its shards: when two workers need the same
 images at once, one computes them and the other waits, then finds them cached.
 """
 

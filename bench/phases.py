@@ -15,7 +15,8 @@ outside, like the pipeline's commands. The grid benchmark's in-process approache
   profile  - a cProfile of the train_transfer stage (cold machine-wide cache: the caller gives it
              an empty TRANSFERLAB_CACHE_DIR).
 And the sweep benchmark's count of what a machine-wide cache holds:
-  cache    - FeatureCache.stats() of each model in $TRANSFERLAB_CACHE_DIR.
+  cache    - FeatureCache.stats() of each model in $TRANSFERLAB_CACHE_DIR (the features of the
+             runtime the project's params.yaml chose).
 
 CONFIG_JSON keys: models, train_sizes, epochs, image_size, batch_size, seed, optimizer, lr,
 course_bn, extract_rounds (grid phases); models, image_size (cache).
@@ -303,9 +304,12 @@ def phase_profile(config: dict) -> dict:
 def phase_cache(config: dict) -> dict:
     """What the machine-wide cache ($TRANSFERLAB_CACHE_DIR) holds, per model: distinct images,
     stored entries and shards (FeatureCache.stats)."""
+    from transferlab import params, runtimes
     from transferlab.features import FeatureCache
 
-    return {"cache": {name: FeatureCache(name, config["image_size"]).stats() for name in config["models"]}}
+    runtime = runtimes.resolve(params.load().transfer.runtime, torch.device("cpu"))  # as the pipeline ran
+    caches = {name: FeatureCache(name, config["image_size"], runtime=runtime) for name in config["models"]}
+    return {"cache": {name: cache.stats() for name, cache in caches.items()}}
 
 
 PHASES = {

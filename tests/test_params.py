@@ -76,7 +76,7 @@ def test_unknown_top_level_key(params_dict):
     message = parse_error(params_dict)
     assert "unknown key 'learning_rate'" in message
     assert "did you mean" not in message
-    assert "seed, data, subset, tinyvgg, model, train_size, epochs, transfer, select_best" in message
+    assert "seed, processes, data, subset, tinyvgg, model, train_size, epochs, transfer, select_best" in message
 
 
 def test_top_level_typo_suggests_the_key(params_dict):
@@ -133,6 +133,7 @@ def test_empty_file_is_rejected(tmp_path):
         ("tinyvgg", "epochs", 2.5, "tinyvgg.epochs must be an integer, got 2.5"),
         ("tinyvgg", "epochs", None, "tinyvgg.epochs must be an integer, got None"),
         (None, "seed", False, "seed must be an integer, got False"),
+        (None, "processes", "2", "processes must be an integer, got '2'"),
         ("data", "image_size", "32", "data.image_size must be an integer"),
         ("data", "source", 5, "data.source must be a string, got 5"),
         ("data", "source", None, "data.source must be a string"),
@@ -183,6 +184,7 @@ def test_transfer_image_size_accepts_an_integer_or_null(params_dict):
         ("select_best", "predictions"),
         (None, "train_size"),
         (None, "epochs"),
+        (None, "processes"),
     ],
 )
 @pytest.mark.parametrize("value", [0, -3])

@@ -10,6 +10,8 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 from tqdm.auto import tqdm
 
+from transferlab.distributed import ONE_PROCESS, Group
+
 HISTORY_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
@@ -46,39 +48,58 @@ def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
 
 
 def train_step(
-    model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    group: Group = ONE_PROCESS,
 ) -> tuple[float, float]:
-    """One epoch of training; returns the mean loss and accuracy over all samples."""
+    """One epoch of training; returns the mean loss and accuracy over all samples. Each process of
+    `group` trains on its part of every batch: its mean loss weighted by its share of the batch,
+    gradients summed over the processes, so each step is the one-process step (`distributed`)."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    for inputs, labels in loader:
-        inputs, labels = inputs.to(device), labels.to(device)
-        logits = model(inputs)
-        loss = loss_fn(logits, labels)
+    for batch_inputs, batch_labels in loader:
+        part = group.part(len(batch_labels))
+        inputs, labels = batch_inputs[part].to(device), batch_labels[part].to(device)
         optimizer.zero_grad()
-        loss.backward()
+        if len(labels):
+            logits = model(inputs)
+            loss = loss_fn(logits, labels)
+            (loss * (len(labels) / len(batch_labels))).backward()
+            total_loss += loss.item() * len(labels)
+            correct += (logits.argmax(dim=1) == labels).sum().item()
+            seen += len(labels)
+        group.sum_gradients(model)
         optimizer.step()
-        total_loss += loss.item() * len(labels)
-        correct += (logits.argmax(dim=1) == labels).sum().item()
-        seen += len(labels)
+    total_loss, correct, seen = group.sum([total_loss, correct, seen])
     return total_loss / seen, correct / seen
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels for every sample of `loader`, in order."""
+def predict(
+    model: nn.Module, loader: DataLoader, device: torch.device, group: Group = ONE_PROCESS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels for every sample of `loader` (of this process's part of every batch), in order."""
     model.eval()
     logits, labels = [], []
     for inputs, batch_labels in loader:
-        logits.append(model(inputs.to(device)).float().cpu())
-        labels.append(batch_labels)
+        part = group.part(len(batch_labels))
+        if part.start < part.stop:
+            logits.append(model(inputs[part].to(device)).float().cpu())
+            labels.append(batch_labels[part])
     return torch.cat(logits), torch.cat(labels)
 
 
-def test_step(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: torch.device) -> tuple[float, float]:
-    """Mean loss and accuracy over all samples of `loader`."""
-    logits, labels = predict(model, loader, device)
-    return loss_fn(logits, labels).item(), (logits.argmax(dim=1) == labels).float().mean().item()
+def test_step(
+    model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: torch.device, group: Group = ONE_PROCESS
+) -> tuple[float, float]:
+    """Mean loss and accuracy over all samples of `loader` (each process of `group` scores its part)."""
+    logits, labels = predict(model, loader, device, group)
+    loss_sum = loss_fn(logits, labels).item() * len(labels)
+    loss_sum, correct, seen = group.sum([loss_sum, (logits.argmax(dim=1) == labels).sum().item(), len(labels)])
+    return loss_sum / seen, correct / seen
 
 
 def train(
@@ -92,11 +113,13 @@ def train(
     on_epoch: Callable[[int, dict[str, list[float]]], None] | None = None,
     history: dict[str, list[float]] | None = None,
     desc: str = "train",
+    group: Group = ONE_PROCESS,
 ) -> dict[str, list[float]]:
     """Train for `epochs` epochs; returns per-epoch history (train/test loss and accuracy).
 
     `history` continues an interrupted run: training resumes after its last epoch.
     `on_epoch(epoch, history)` is called after every epoch (1-based), e.g. to log or checkpoint.
+    `group`: the processes training this model together, when more than one (`distributed`).
     """
     history = {key: list(values) for key, values in (history or {k: [] for k in HISTORY_KEYS}).items()}
     model.to(device)
@@ -106,9 +129,10 @@ def train(
         unit="epoch",
         initial=len(history["train_loss"]),
         total=epochs,
+        disable=not group.leader,  # one progress bar per model
     ):
-        train_loss, train_acc = train_step(model, train_loader, loss_fn, optimizer, device)
-        test_loss, test_acc = test_step(model, test_loader, loss_fn, device)
+        train_loss, train_acc = train_step(model, train_loader, loss_fn, optimizer, device, group)
+        test_loss, test_acc = test_step(model, test_loader, loss_fn, device, group)
         for key, value in zip(HISTORY_KEYS, (train_loss, train_acc, test_loss, test_acc), strict=True):
             history[key].append(value)
         if on_epoch:

@@ -9,7 +9,9 @@ holding just those, so no writer ever rewrites (or loses) another's entries. Bes
 exported ONNX model), so a run whose images are all cached never builds the backbone at all.
 
 Computing takes that folder's lock and first rereads its shards: when two workers need the same
-images at once, one computes them and the other waits, then finds them cached.
+images at once, one computes them and the other waits, then finds them cached. In PyTorch, with
+`processes` > 1, the new images are split over that many worker processes (`distributed`: one GPU
+each), and this process stores what they computed. (ONNX Runtime already uses every CPU core.)
 """
 
 import functools
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from transferlab import backbones, cache, runtimes
+from transferlab import backbones, cache, distributed, runtimes
 from transferlab.backbones import Backbone
 from transferlab.outputs import save_torch
 
@@ -32,11 +34,17 @@ def image_keys(images: np.ndarray) -> list[str]:
 
 
 def compute(
-    extract: Callable[[np.ndarray], torch.Tensor], images: np.ndarray, batch_size: int, desc: str
+    extract: Callable[[np.ndarray], torch.Tensor], images: np.ndarray, batch_size: int, desc: str, progress: bool = True
 ) -> torch.Tensor:
     """Pooled features of N x H x W x 3 uint8 images (N > 0), one `extract` call per batch."""
-    batches = range(0, len(images), batch_size)
-    return torch.cat([extract(images[start : start + batch_size]) for start in tqdm(batches, desc=desc, unit="batch")])
+    batches = tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress)
+    return torch.cat([extract(images[start : start + batch_size]) for start in batches])
+
+
+def _compute_part(group: distributed.Group, backbone: Backbone, images: np.ndarray, batch_size: int, desc: str):
+    """A worker's part of `compute` in PyTorch: the features of its contiguous share of `images`."""
+    extract = runtimes.torch_features(backbone, group.device)
+    return compute(extract, images[group.part(len(images))], batch_size, desc, progress=group.leader)
 
 
 class FeatureCache:
@@ -51,8 +59,10 @@ class FeatureCache:
         cache_dir: str | Path | None = None,
         load: Callable[[str, int | None], Backbone] = backbones.load,
         runtime: str = runtimes.TORCH,
+        processes: int = 1,
     ):
         self.name, self.image_size, self._load, self.runtime = name, image_size, load, runtime
+        self.processes = processes if runtime == runtimes.TORCH else 1
         self.num_features = backbones.info(name).num_features
         self.directory = (
             Path(cache_dir or cache.root()) / "features" / f"{name}_{backbones.input_size(name, image_size)}px"
@@ -98,9 +108,13 @@ class FeatureCache:
             file=sys.stderr,
         )
         first_index = {key: index for index, key in reversed(list(enumerate(keys)))}
-        extract = self._extractor(images.shape[1:3], device)
         new_images = images[[first_index[key] for key in new_keys]]
-        features = compute(extract, new_images, batch_size, desc=f"features {self.name} ({self.runtime})")
+        desc = f"features {self.name} ({self.runtime})"
+        if (processes := min(self.processes, len(new_images))) > 1:
+            parts = distributed.launch(processes, device, _compute_part, self.backbone, new_images, batch_size, desc)
+            features = torch.cat(parts)
+        else:
+            features = compute(self._extractor(images.shape[1:3], device), new_images, batch_size, desc)
         name = hashlib.sha1("".join(new_keys).encode()).hexdigest()[:20]
         save_torch(self.shards_dir / f"{name}.pt", {"keys": new_keys, "features": features})
         self._shards_read.add(f"{name}.pt")

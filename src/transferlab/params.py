@@ -70,6 +70,7 @@ class SelectBestParams:
 @dataclass(frozen=True)
 class Params:
     seed: int = field(metadata={"min": 0})
+    processes: int = positive()  # worker processes training each model (`distributed`)
     data: DataParams
     subset: SubsetParams
     tinyvgg: TinyVGGParams

@@ -36,9 +36,8 @@ def train_tinyvgg(params: Params, paths: TinyVGGPaths) -> dict:
     board = TensorBoardRun(paths.runs_dir)
     board.log_graph(trace_graph(model, test_set.tensors[0][:1]))
     checkpoints = Checkpoints(CHECKPOINTS, keep_every_epoch=False)
-    history = fit(
-        TrainingRun(model, train_set, test_set, p, params.seed), p.epochs, device, board, checkpoints, desc="tinyvgg"
-    )
+    run = TrainingRun(model, train_set, test_set, p, params.seed, params.processes)
+    history = fit(run, p.epochs, device, board, checkpoints, desc="tinyvgg")
     metrics = final_metrics(history) | models.count_parameters(model)
     board.log_hparams(
         {
@@ -49,6 +48,7 @@ def train_tinyvgg(params: Params, paths: TinyVGGPaths) -> dict:
             "optimizer": p.optimizer,
             "lr": p.lr,
             "batch_size": p.batch_size,
+            "processes": params.processes,
         },
         hparam_metrics(metrics),
     )

@@ -14,11 +14,14 @@ class TensorBoardRun:
     """One TensorBoard run directory: per-epoch `Loss` and `Accuracy` (train and test), the model
     graph, hyperparameters for the HParams dashboard, and figures."""
 
-    def __init__(self, log_dir: str | Path):
+    def __init__(self, log_dir: str | Path, fresh: bool = True):
+        """`fresh`: replace what a previous run logged there (a rerun never appends); `False` adds
+        to this run from another process (a worker of multi-process training)."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(log_dir)
-        shutil.rmtree(self.log_dir, ignore_errors=True)  # a rerun replaces, never appends
+        if fresh:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
         self.writer = SummaryWriter(str(self.log_dir))
 
     def log_epochs(self, history: dict[str, list[float]], first: int = 1) -> None:

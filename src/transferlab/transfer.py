@@ -103,7 +103,9 @@ class BackboneRuns:
     def __init__(self, context: GridContext, name: str):
         self.context, self.name = context, name
         p, n_classes = context.params.transfer, context.n_classes
-        self.cache = FeatureCache(name, p.image_size, context.cache_dir, runtime=context.runtime)
+        self.cache = FeatureCache(
+            name, p.image_size, context.cache_dir, runtime=context.runtime, processes=context.params.processes
+        )
         self.mode: BackboneMode = context.mode(self.cache, p.batch_size, context.device)
         # Summary and graph first: they are traced on the CPU, before the inputs may move it to a GPU.
         self.summary = self.cache.derived(f"summary_{n_classes}_classes", lambda b: model_summaries(b, n_classes))
@@ -126,8 +128,10 @@ class BackboneRuns:
         network = self.mode.network(models.transfer_head(self.name, context.n_classes))
         board = TensorBoardRun(context.paths.runs_dir / experiment.run_name)
         board.log_graph(self.graph)
+        # Heads train in one process (seconds); whole networks on `processes`.
+        processes = 1 if p.freeze else context.params.processes
         history = fit(
-            TrainingRun(network, train_set, self.test_set, p, seed),
+            TrainingRun(network, train_set, self.test_set, p, seed, processes),
             experiment.epochs,
             context.device,
             board,
@@ -145,6 +149,7 @@ class BackboneRuns:
                 "optimizer": p.optimizer,
                 "lr": p.lr,
                 "batch_size": p.batch_size,
+                "processes": context.params.processes,
             },
             hparam_metrics(metrics),
         )

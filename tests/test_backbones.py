@@ -256,20 +256,6 @@ def test_cached_weights_file_is_not_downloaded_again(monkeypatch, tmp_path):
     assert len(calls) == 1
 
 
-class _NotATensor:
-    pass
-
-
-def test_cached_weights_are_loaded_weights_only(monkeypatch, tmp_path):
-    """A pickled arbitrary object in the hub cache is refused, not executed."""
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    weights = TV_WEIGHTS["effnet_b0"]
-    (tmp_path / "checkpoints").mkdir()
-    torch.save({"payload": _NotATensor()}, tmp_path / "checkpoints" / Path(weights.url).name)
-    with pytest.raises(UserError, match="not a valid weights file"):
-        backbones._download_state_dict("effnet_b0", weights)
-
-
 def test_weights_in_the_hub_cache_are_used_without_network(offline):
     """With the file in <hub>/checkpoints (what the offline message asks for), B0 loads from it."""
     reference = tv_models.efficientnet_b0(weights=None)

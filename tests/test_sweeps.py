@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.hostile import UNSAFE_DEFAULT, hostile_checkpoint
 from helpers.images import make_image_folder
 from helpers.projects import commit_all, machine_cache, make_project, run, tiny_params
 from transferlab.features import FeatureCache
@@ -61,20 +62,28 @@ def experiments_shown(project: Path) -> dict[str, dict]:
     return shown
 
 
-@pytest.mark.parametrize("damage", ["truncated feature shard", "garbage head state"])
-def test_a_damaged_cache_is_one_line_and_the_same_result(baseline, damage):
-    """(Before the sweep below, which changes the workspace.)"""
-    cache_dir = machine_cache(baseline)
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated feature shard", "garbage head state", "feature shard with a payload", "head state with a payload"],
+)
+def test_a_damaged_cache_is_one_line_and_the_same_result(baseline, damage, tmp_path):
+    """(Before the sweep below, which changes the workspace.) A payload never runs, whatever
+    torch's default."""
+    cache_dir, marker = machine_cache(baseline), tmp_path / "payload_ran"
+    [shard] = lite0_cache(cache_dir).shards_dir.glob("*.pt")
+    [head_state] = (cache_dir / "heads").glob("*/epoch_0001.pt")
+    damaged = shard if "shard" in damage else head_state
     if damage == "truncated feature shard":
-        [damaged] = lite0_cache(cache_dir).shards_dir.glob("*.pt")
         damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
-    else:
-        [damaged] = (cache_dir / "heads").glob("*/epoch_0001.pt")
+    elif damage == "garbage head state":
         damaged.write_bytes(b"garbage" * 100)
+    else:
+        hostile_checkpoint(damaged, marker)
     before = (baseline / "metrics/transfer.json").read_text()
-    result = run(["dvc", "repro", "--force", "--single-item", "train_transfer"], baseline)
+    result = run(["dvc", "repro", "--force", "--single-item", "train_transfer"], baseline, env_extra=UNSAFE_DEFAULT)
     output = result.stdout + result.stderr
     assert "Traceback" not in output
+    assert not marker.exists()
     [notice] = [line for line in output.splitlines() if line.startswith("warning: cache entry")]
     assert str(damaged) in notice and notice.endswith("removed, it will be recomputed")
     assert (baseline / "metrics/transfer.json").read_text() == before

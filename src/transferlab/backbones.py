@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from transferlab.errors import UserError
+from transferlab.outputs import load_torch, unsafe_or_corrupt
 from transferlab.preprocess import Preprocess
 
 DOWNLOAD_TIMEOUT_S = 20
@@ -111,7 +112,9 @@ def _download_state_dict(name: str, weights) -> dict:
             f"(from {weights.url}) in {cache_dir}, or use an offline backbone: {', '.join(OFFLINE_BACKBONES)}"
         ) from None
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise UserError(f"{cache_dir / filename} is not a valid weights file ({err}); delete it and retry") from None
+        if "invalid hash value" in str(err):  # torch.hub checked the download; it kept nothing
+            raise UserError(f"the download of {weights.url} does not match its published hash; not kept") from None
+        raise UserError(f"{unsafe_or_corrupt(cache_dir / filename, err)}; delete it and retry") from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
 
@@ -143,7 +146,7 @@ def _lite_weights_file(name: str) -> str:
 
 def _load_in_order(model: nn.Module, path: str) -> None:
     """Load a state dict whose keys are named differently but come in the model's order."""
-    source = torch.load(path, map_location="cpu", weights_only=True)
+    source = load_torch(path)
     target = model.state_dict()
     if len(source) != len(target):
         raise UserError(f"{path} has {len(source)} tensors, {type(model).__name__} expects {len(target)}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import platformdirs
 from filelock import FileLock, Timeout
 
+from transferlab.errors import UserError
 from transferlab.outputs import load_torch
 
 CACHE_ENV = "TRANSFERLAB_CACHE_DIR"
@@ -36,8 +37,8 @@ def read(path: Path, valid: Callable[[object], bool] = lambda content: True) -> 
         content = load_torch(path)
     except FileNotFoundError:
         return None
-    except Exception as err:  # whatever made the entry unreadable, it is recomputed
-        discard(path, f"unreadable: {type(err).__name__}")
+    except UserError:  # unsafe or corrupt (`load_torch`): never loaded, recomputed
+        discard(path, "unsafe or corrupt")
         return None
     if not valid(content):
         discard(path, "unexpected content")

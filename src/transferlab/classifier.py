@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from transferlab import backbones
+from transferlab.errors import UserError
 from transferlab.models import (
     TinyVGG,
     TransferModel,
@@ -79,7 +80,13 @@ class Classifier:
 
     @classmethod
     def from_file(cls, path: str | Path, load_backbone=backbones.load) -> "Classifier":
-        return cls(load_torch(path), load_backbone)
+        """The classifier saved at `path`; one UserError line when the file is unsafe, corrupt or
+        not a model checkpoint."""
+        checkpoint = load_torch(path)
+        try:
+            return cls(checkpoint, load_backbone)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:  # RuntimeError: weights' shapes
+            raise UserError(f"{path} is not a model checkpoint this pipeline wrote ({type(err).__name__})") from None
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """N x H x W x 3 uint8 images -> the model's input batch."""

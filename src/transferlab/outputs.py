@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from transferlab.errors import UserError
+
 
 def _remove_stale_temporaries(path: Path) -> None:
     """Drop temporaries that a killed process (SIGKILL skips `finally`) left beside `path`."""
@@ -71,6 +73,23 @@ def save_torch(path: str | os.PathLike, obj: object) -> None:
         tmp.write_bytes(buffer.getvalue())
 
 
-def load_torch(path: str | os.PathLike) -> dict:
-    """Load a checkpoint safely: tensors and plain containers only."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_torch(path: str | os.PathLike) -> object:
+    """Load a checkpoint or weights file safely: tensors and plain containers only
+    (`weights_only=True`, whatever torch's default). A file whose pickle asks for anything else
+    (code to run, arbitrary objects) is refused unread, and a corrupt or truncated one reported, as
+    one UserError line; torch's own message, which suggests loading without that protection, is
+    not passed on."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # the weights-only unpickler, the zip reader: whatever they refuse
+        raise UserError(unsafe_or_corrupt(path, err)) from None
+
+
+def unsafe_or_corrupt(path: str | os.PathLike, err: Exception) -> str:
+    """The one line for a file that `load_torch` refused."""
+    return (
+        f"{path} is unsafe or corrupt, not loaded: it holds more than tensors and plain containers, "
+        f"or is damaged ({type(err).__name__})"
+    )

@@ -20,6 +20,7 @@ CPU; on CUDA, NCCL, and worker r uses GPU r.
 import contextlib
 import logging
 import os
+import signal
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,7 +104,9 @@ def launch(processes: int, device: torch.device, work: Callable, *args) -> list:
 
 
 def _worker(device_type: str, work: Callable, *args):
-    """One worker: join the process group, run `work`, leave the group."""
+    """One worker: join the process group, run `work`, leave the group. Ctrl-C reaches every
+    process of the terminal's group: the launcher stops the workers, which ignore it themselves."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cuda = device_type == "cuda"
     device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if cuda else torch.device("cpu")
     if cuda:
@@ -127,17 +130,14 @@ def _failure_line(failure) -> str:
 
 @contextlib.contextmanager
 def _launcher_quiet():
-    """The launcher logs every worker failure with its traceback; the one-line error says it
-    (the traceback stays available with TRANSFERLAB_DEBUG=1)."""
+    """The launcher logs every worker failure with its traceback, and each step of a shutdown;
+    the one-line error says what matters (the logs stay available with TRANSFERLAB_DEBUG=1).
+    Only the launcher logs in this process meanwhile: the workers are other processes."""
     if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
         yield
         return
-    loggers = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.multiprocessing")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
+    logging.disable(logging.CRITICAL)
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+        logging.disable(logging.NOTSET)

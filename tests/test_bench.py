@@ -130,7 +130,10 @@ def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
     assert extract["export_s"]["effnet_lite0"] > 1  # torch.export of the whole backbone
     assert 1e7 < extract["flops_per_image"]["effnet_lite0"] < 1e9  # lite0 at 32 px: about 0.02 GFLOP
     assert extract["cpu"]["gflops"] > 1
-    assert sum(results["profile"]["breakdown_s"].values()) == pytest.approx(results["profile"]["total_s"], rel=0.01)
+    # The profiled functions ran, and none is counted twice: their times fit in the stage's.
+    measured = {k: v for k, v in results["profile"]["breakdown_s"].items() if not k.startswith("everything else")}
+    assert measured and all(seconds > 0 for seconds in measured.values()), measured
+    assert sum(measured.values()) <= results["profile"]["total_s"]
 
 
 @pytest.mark.slow

@@ -32,6 +32,16 @@ def test_keeping_only_the_newest_state(tmp_path):
     assert [p.name for p in (tmp_path / "other run").iterdir()] == ["epoch_0007.pt"]
 
 
+def test_milestones_are_kept_beside_the_newest_state(tmp_path):
+    """A fine-tuning grid's epoch counts: each finished experiment's final state stays."""
+    checkpoints = Checkpoints(tmp_path, keep_every_epoch=False, milestones=(2, 4))
+    for epoch in range(1, 6):
+        checkpoints.save("run", epoch, state(epoch))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["epoch_0002.pt", "epoch_0004.pt", "epoch_0005.pt"]
+    assert len(checkpoints.latest("run", 3)["history"]["train_loss"]) == 2
+    assert len(checkpoints.latest("run", 4)["history"]["train_loss"]) == 4
+
+
 def one_warning_line(stderr: str, path) -> None:
     """Exactly one line, a warning naming the damaged file; no traceback."""
     lines = stderr.strip().splitlines()

@@ -8,7 +8,7 @@ and the next older one (or a fresh start) is used instead.
 """
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from transferlab import cache
@@ -17,11 +17,13 @@ from transferlab.outputs import save_torch
 
 class Checkpoints:
     """Training states under `directory`. `keep_every_epoch=False` keeps only the newest (a resume
-    point, for whole networks); `True` keeps them all (small heads), so a later run of the same
-    inputs continues from its nearest earlier epoch, whatever its epoch count."""
+    point, for whole networks) and those after the `milestones` epochs (a grid's epoch counts, so
+    an interrupted grid, rerun, finds each finished experiment's final state); `True` keeps them
+    all (small heads), so a later run of the same inputs continues from its nearest earlier epoch,
+    whatever its epoch count."""
 
-    def __init__(self, directory: str | Path, keep_every_epoch: bool):
-        self.directory, self.keep_every_epoch = Path(directory), keep_every_epoch
+    def __init__(self, directory: str | Path, keep_every_epoch: bool, milestones: Collection[int] = ()):
+        self.directory, self.keep_every_epoch, self.milestones = Path(directory), keep_every_epoch, set(milestones)
 
     def _files(self, fingerprint: str) -> dict[int, Path]:
         return {
@@ -41,11 +43,12 @@ class Checkpoints:
         return None
 
     def save(self, fingerprint: str, epoch: int, state: dict) -> None:
-        """Save the state after `epoch`; unless every epoch is kept, then drop the others."""
+        """Save the state after `epoch`; unless every epoch is kept, then drop the others but the
+        milestones'."""
         save_torch(self.directory / fingerprint / f"epoch_{epoch:04d}.pt", state)
         if not self.keep_every_epoch:
             for saved_epoch, path in self._files(fingerprint).items():
-                if saved_epoch != epoch:
+                if saved_epoch != epoch and saved_epoch not in self.milestones:
                     path.unlink()
 
     def exclusive(self, fingerprint: str) -> contextlib.AbstractContextManager[None]:

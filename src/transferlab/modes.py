@@ -5,8 +5,8 @@
   saved. Heads are small, so every epoch's training state is kept in the machine-wide cache, where
   a later run that changes only `epochs`, in any workspace, finds it.
 - `FineTunedBackbone` (`false`): inputs are the images, transformed on the fly every epoch; the
-  whole network trains and is saved. Only its newest state is kept, under
-  `checkpoints/train_transfer/`, as a resume point until the stage completes.
+  whole network trains and is saved. Its newest state, and those at the grid's epoch counts, are
+  kept under `checkpoints/train_transfer/`, as resume points until the stage completes.
 
 Training (`transfer.py`) and scoring (`evaluation.py`) both ask `backbone_mode` which one applies.
 """
@@ -38,7 +38,7 @@ class FrozenBackbone(BackboneMode):
     """Inputs are cached features; the network that trains, scores and is saved is the head."""
 
     @staticmethod
-    def checkpoints(cache_dir: Path | None) -> Checkpoints:
+    def checkpoints(cache_dir: Path | None, grid_epochs: tuple[int, ...]) -> Checkpoints:
         return Checkpoints(Path(cache_dir or machine_cache()) / "heads", keep_every_epoch=True)
 
     def inputs(self, images: np.ndarray) -> torch.Tensor:
@@ -69,8 +69,9 @@ class FineTunedBackbone(BackboneMode):
         self.backbone = cache.backbone
 
     @staticmethod
-    def checkpoints(cache_dir: Path | None) -> Checkpoints:
-        return Checkpoints(FINE_TUNING_CHECKPOINTS, keep_every_epoch=False)
+    def checkpoints(cache_dir: Path | None, grid_epochs: tuple[int, ...]) -> Checkpoints:
+        """The newest state, and each grid epoch count's (a rerun then retrains none of them)."""
+        return Checkpoints(FINE_TUNING_CHECKPOINTS, keep_every_epoch=False, milestones=grid_epochs)
 
     def inputs(self, images: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(images).permute(0, 3, 1, 2)

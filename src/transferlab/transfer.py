@@ -90,7 +90,7 @@ class GridContext:
         self.runtime = (
             runtimes.resolve(params.transfer.runtime, self.device) if params.transfer.freeze else runtimes.TORCH
         )
-        self.checkpoints = self.mode.checkpoints(cache_dir)
+        self.checkpoints = self.mode.checkpoints(cache_dir, params.epochs)
 
     @property
     def n_classes(self) -> int:

@@ -24,7 +24,7 @@ from torch.utils.data import TensorDataset
 
 from transferlab import distributed, engine
 from transferlab.checkpoints import Checkpoints
-from transferlab.distributed import ONE_PROCESS, Group
+from transferlab.distributed import Group
 from transferlab.params import TrainingParams
 from transferlab.tracking import TensorBoardRun
 
@@ -42,6 +42,7 @@ class TrainingRun:
 
     def fingerprint(self) -> str:
         """Identifies the run's inputs (not its epoch count), so a state is only resumed by the same run."""
+        # N only when > 1: one-process runs keep the fingerprints (and cached states) they had
         identity = [repr(self.settings), self.seed, str(self.model)] + ([self.processes] if self.processes > 1 else [])
         digest = hashlib.sha256(json.dumps(identity).encode())
         for tensor in (*self.train_set.tensors, *self.test_set.tensors):
@@ -57,7 +58,7 @@ def fit(
     lock meanwhile, so concurrent processes never train one run twice."""
     with checkpoints.exclusive(run.fingerprint()):
         if run.processes == 1:
-            return _fit(ONE_PROCESS, run, epochs, board, checkpoints, desc, device)
+            return _fit(Group(device=device), run, epochs, board, checkpoints, desc)
         rng = torch.get_rng_state()  # the workers continue this process's random stream
         workers = distributed.launch(
             run.processes, device, _fit_worker, run, epochs, board.log_dir, checkpoints, desc, rng
@@ -75,7 +76,7 @@ def _fit_worker(
     engine.seed_everything(run.seed, group.device)
     torch.set_rng_state(rng)
     board = TensorBoardRun(log_dir, fresh=False) if group.leader else None
-    history = _fit(group, run, epochs, board, checkpoints, desc, group.device)
+    history = _fit(group, run, epochs, board, checkpoints, desc)
     if board is None:
         return history, None
     board.close()
@@ -89,9 +90,8 @@ def _fit(
     board: TensorBoardRun | None,
     checkpoints: Checkpoints,
     desc: str,
-    device: torch.device,
 ) -> dict[str, list[float]]:
-    """`fit` in one process of `group`; the leader alone logs to `board` and saves states."""
+    """`fit` in one process of `group`, on its device; the leader alone logs to `board` and saves states."""
     generator = torch.Generator().manual_seed(run.seed)
     train_loader = engine.batch_loader(run.train_set, run.settings.batch_size, generator)
     test_loader = engine.batch_loader(run.test_set, run.settings.batch_size)
@@ -131,7 +131,7 @@ def _fit(
         nn.CrossEntropyLoss(),
         optimizer,
         epochs,
-        device,
+        group.device,
         on_epoch=on_epoch if group.leader else None,
         history=history,
         desc=desc,

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny ImageFolder trees, a private machine-wide cache, params.yaml as a dict.
+"""Shared fixtures: tiny ImageFolder trees, a private machine-wide cache, params.yaml as a dict,
+train_transfer on a tiny grid.
 
 Plain helpers live in tests/helpers/ (import them from there, never from conftest)."""
 
@@ -10,6 +11,8 @@ import yaml
 
 from helpers.images import make_image_folder
 from helpers.projects import ROOT
+from transferlab import params
+from transferlab.paths import TransferPaths
 
 PARAMS_YAML = ROOT / "params.yaml"
 
@@ -35,3 +38,40 @@ def _params_yaml_dict() -> dict:
 def params_dict(_params_yaml_dict) -> dict:
     """The repository's params.yaml, parsed; a deep copy each test may modify freely."""
     return copy.deepcopy(_params_yaml_dict)
+
+
+@pytest.fixture
+def grid_run(tmp_path, monkeypatch, image_folder_factory):
+    """train_transfer(**overrides) on 6 tiny train images of 3 classes, lite0 at 32 px, with the
+    cache folder `cache`; each call writes into its own folder and returns (results, that folder)."""
+    from transferlab import data, subsets
+    from transferlab.transfer import train_transfer
+
+    monkeypatch.chdir(tmp_path)
+    dataset = data.load_image_folder(image_folder_factory(tmp_path / "images", n_train=4, n_test=2, size=8), 8)
+    data.save(dataset, tmp_path / "prepared")
+    subsets.save(
+        subsets.make_subsets(dataset.train.labels, dataset.test.labels, 3, 0, 6, (6,), 6), tmp_path / "subsets"
+    )
+    calls = []
+
+    def run(freeze=True, cache="features", **axes):
+        raw = yaml.safe_load(PARAMS_YAML.read_text())
+        raw.update(model="effnet_lite0", train_size=6, **axes)
+        raw["transfer"].update(freeze=freeze, image_size=32, batch_size=3)
+        out = tmp_path / f"run{len(calls)}"
+        calls.append(out)
+        paths = TransferPaths(
+            tmp_path / "prepared",
+            tmp_path / "subsets",
+            out / "models",
+            out / "metrics.json",
+            out / "plots",
+            out / "runs",
+            out / "summaries",
+        )
+        results = train_transfer(params.parse(raw), paths, tmp_path / cache)
+        return results, out
+
+    run.dataset = dataset
+    return run

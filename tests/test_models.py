@@ -129,7 +129,7 @@ def test_count_parameters_of_frozen_transfer_model(lite0_32):
     backbone_params = sum(p.numel() for p in features.parameters())
     assert counts["trainable_params"] == 1280 * 3 + 3
     assert counts["total_params"] == backbone_params + 1280 * 3 + 3
-    assert models.frozen_transfer_parameters("effnet_lite0", head) == counts
+    assert models.frozen_transfer_parameters("effnet_lite0", head, head) == counts
 
 
 # --- checkpoints ----------------------------------------------------------------------------------

@@ -2,14 +2,12 @@
 
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 from test_training import assert_same_state, counting_steps, saved_epochs
 
 from transferlab import params
 from transferlab.outputs import load_torch
-from transferlab.paths import TransferPaths
 from transferlab.transfer import Experiment, expand_grid
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -66,43 +64,6 @@ def test_expand_grid_mixes_scalar_and_list_axes():
 
 
 # --- train_transfer -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def grid_run(tmp_path, monkeypatch, image_folder_factory):
-    """train_transfer(**overrides) on 6 tiny train images of 3 classes, lite0 at 32 px, with the
-    cache folder `cache`; each call writes into its own folder and returns (results, that folder)."""
-    from transferlab import data, subsets
-    from transferlab.transfer import train_transfer
-
-    monkeypatch.chdir(tmp_path)
-    dataset = data.load_image_folder(image_folder_factory(tmp_path / "images", n_train=4, n_test=2, size=8), 8)
-    data.save(dataset, tmp_path / "prepared")
-    subsets.save(
-        subsets.make_subsets(dataset.train.labels, dataset.test.labels, 3, 0, 6, (6,), 6), tmp_path / "subsets"
-    )
-    calls = []
-
-    def run(freeze=True, cache="features", **axes):
-        raw = yaml.safe_load(PARAMS_YAML.read_text())
-        raw.update(model="effnet_lite0", train_size=6, **axes)
-        raw["transfer"].update(freeze=freeze, image_size=32, batch_size=3)
-        out = tmp_path / f"run{len(calls)}"
-        calls.append(out)
-        paths = TransferPaths(
-            tmp_path / "prepared",
-            tmp_path / "subsets",
-            out / "models",
-            out / "metrics.json",
-            out / "plots",
-            out / "runs",
-            out / "summaries",
-        )
-        results = train_transfer(params.parse(raw), paths, tmp_path / cache)
-        return results, out
-
-    run.dataset = dataset
-    return run
 
 
 def assert_same_experiment(name, results, out, other_results, other_out):

@@ -22,6 +22,8 @@ from transferlab.preprocess import Preprocess
 
 DOWNLOAD_TIMEOUT_S = 20
 OFFLINE_BACKBONES = ("effnet_lite0", "effnet_lite2")
+# Every registered EfficientNet has 7 stages of blocks between its stem and its conv head.
+BLOCK_STAGES = 7
 
 
 @dataclass(frozen=True)
@@ -158,3 +160,18 @@ def _load_in_order(model: nn.Module, path: str) -> None:
             )
         renamed[target_key] = tensor
     model.load_state_dict(renamed)
+
+
+def split(features: nn.Module, trainable_stages: int) -> tuple[nn.Module, nn.Module]:
+    """A backbone's feature extractor as (frozen part, trainable tail), `tail(frozen(x)) ==
+    features(x)`: the tail is the last `trainable_stages` block stages (1 to `BLOCK_STAGES`), the
+    conv head and the pooling; the frozen part, the stem and the stages before them. Both share
+    the modules of `features` (the tail's weights are the backbone's)."""
+    if hasattr(features, "blocks"):  # timm's EfficientNet
+        stem, stages = [features.conv_stem, features.bn1], list(features.blocks)
+        head = [features.conv_head, features.bn2, features.global_pool]
+    else:  # torchvision's EfficientNet: features = [stem, 7 stages, conv head]
+        stem, stages = [features.features[0]], list(features.features[1:-1])
+        head = [features.features[-1], features.avgpool, nn.Flatten(1)]
+    cut = len(stages) - trainable_stages
+    return nn.Sequential(*stem, *stages[:cut]), nn.Sequential(*stages[cut:], *head)

@@ -1,5 +1,6 @@
 """A trained model rebuilt from its checkpoint, with the preprocessing its inputs need."""
 
+import copy
 import functools
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from torch import nn
 from transferlab import backbones
 from transferlab.errors import UserError
 from transferlab.models import (
+    TailModel,
     TinyVGG,
     TransferModel,
     count_parameters,
@@ -26,7 +28,9 @@ class Classifier:
     `models.transfer_checkpoint`).
 
     With a frozen backbone, `head` is ready at once and the pretrained backbone (and `model`) is
-    only built when first used: scoring cached features needs neither.
+    only built when first used: scoring cached features needs neither. With trained last stages,
+    the pretrained backbone is built at once and those stages' weights replace its own: `model`
+    runs on images, `tail_model` (the same stages and head) on its frozen part's activations.
     """
 
     def __init__(self, checkpoint: dict, load_backbone=backbones.load):
@@ -41,6 +45,15 @@ class Classifier:
             self.model = TinyVGG(self.config["hidden_units"], len(self.classes), self.config["image_size"])
             self.model.load_state_dict(checkpoint["state_dict"])
             self.model.eval()
+        elif self.trainable_stages:
+            # a copy: `load_backbone` may share the pretrained backbone, whose tail is replaced here
+            self.backbone = copy.deepcopy(self._load_backbone(self.config["backbone"], self.config["image_size"]))
+            freeze(self.backbone.features)
+            self.head = transfer_head(self.config["backbone"], len(self.classes))
+            tail = backbones.split(self.backbone.features, self.trainable_stages)[1]
+            self.tail_model = TailModel(tail, self.head)
+            self.tail_model.load_state_dict(checkpoint["state_dict"])
+            self.tail_model.eval()
         elif self.frozen:
             self.head = transfer_head(self.config["backbone"], len(self.classes))
             self.head.load_state_dict(checkpoint["state_dict"])
@@ -56,6 +69,11 @@ class Classifier:
     def frozen(self) -> bool:
         return self.kind == "transfer" and self.config["frozen"]
 
+    @property
+    def trainable_stages(self) -> int:
+        """How many of the backbone's last stages trained (0 for every other kind)."""
+        return self.config.get("trainable_stages", 0) if self.frozen else 0
+
     @functools.cached_property
     def backbone(self) -> backbones.Backbone:
         """The frozen pretrained backbone (set in __init__ for the other kinds)."""
@@ -70,7 +88,8 @@ class Classifier:
 
     def parameter_counts(self) -> dict[str, int]:
         if self.frozen:
-            return frozen_transfer_parameters(self.config["backbone"], self.head)
+            trained = self.tail_model if self.trainable_stages else self.head
+            return frozen_transfer_parameters(self.config["backbone"], trained, self.head)
         return count_parameters(self.model)
 
     @property

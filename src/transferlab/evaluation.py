@@ -26,8 +26,8 @@ def model_files(tinyvgg_file: Path, transfer_dir: Path) -> dict[str, Path]:
 
 
 def logits_on(classifier: Classifier, images: np.ndarray, cache_dir: Path | None, device: torch.device) -> torch.Tensor:
-    """The classifier's logits for N x H x W x 3 uint8 images (from cached features when its
-    backbone is frozen)."""
+    """The classifier's logits for N x H x W x 3 uint8 images (from cached features, or cached
+    activations of its frozen part, when its backbone is frozen)."""
     if classifier.kind == "tinyvgg":
         inputs, network = uint8_to_float(images), classifier.model
     else:
@@ -37,8 +37,9 @@ def logits_on(classifier: Classifier, images: np.ndarray, cache_dir: Path | None
             cache_dir,
             load=lambda *_: classifier.backbone,
             runtime=classifier.config["runtime"],
+            trainable_stages=classifier.trainable_stages,
         )
-        mode = backbone_mode(classifier.frozen)
+        mode = backbone_mode(classifier.frozen, classifier.trainable_stages)
         inputs, network = mode(cache, BATCH_SIZE, device).inputs(images), mode.scorer(classifier)
     loader = engine.batch_loader(TensorDataset(inputs, torch.zeros(len(inputs), dtype=torch.long)), BATCH_SIZE)
     return engine.predict(network.to(device), loader, device)[0]

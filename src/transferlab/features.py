@@ -4,7 +4,11 @@ Each backbone at each input size has a directory in the machine-wide cache (`cac
 `features/<backbone>_<size>px/`. Pooled features live in a folder per runtime and version that
 computed them (`onnxruntime-1.32.0/`, `torch-2.14.1/`: see `runtimes`), keyed by the SHA-1 of
 each image's pixels and stored in shards: every run that meets new images adds one shard file
-holding just those, so no writer ever rewrites (or loses) another's entries. Beside them,
+holding just those, so no writer ever rewrites (or loses) another's entries. When the backbone's
+last N stages train (`trainable_stages`), what is cached is the output of its frozen part, the
+activations entering those stages (C x H x W per image), in `before_last_<N>_stages/<runtime>-<version>/`.
+They are kept in full precision, as features are: in half precision the tails trained on them
+drift from those trained through the whole network (BENCHMARKS.md). Beside them,
 `derived/` holds artefacts made from the backbone (its TensorBoard graph, torchinfo summary and
 exported ONNX model), so a run whose images are all cached never builds the backbone at all.
 
@@ -36,21 +40,24 @@ def image_keys(images: np.ndarray) -> list[str]:
 def compute(
     extract: Callable[[np.ndarray], torch.Tensor], images: np.ndarray, batch_size: int, desc: str, progress: bool = True
 ) -> torch.Tensor:
-    """Pooled features of N x H x W x 3 uint8 images (N > 0), one `extract` call per batch."""
+    """Features of N x H x W x 3 uint8 images (N > 0), one `extract` call per batch."""
     batches = tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress)
     return torch.cat([extract(images[start : start + batch_size]) for start in batches])
 
 
-def _compute_part(group: distributed.Group, backbone: Backbone, images: np.ndarray, batch_size: int, desc: str):
+def _compute_part(
+    group: distributed.Group, backbone: Backbone, trainable_stages: int, images: np.ndarray, batch_size: int, desc: str
+):
     """A worker's part of `compute` in PyTorch: the features of its contiguous share of `images`."""
-    extract = runtimes.torch_features(backbone, group.device)
+    extract = runtimes.torch_features(backbone, group.device, trainable_stages)
     return compute(extract, images[group.part(len(images))], batch_size, desc, progress=group.leader)
 
 
 class FeatureCache:
     """Features (computed by `runtime`: see `runtimes`) and derived artefacts of one backbone at one
-    input size. The backbone is built (`load(name, image_size)`) only when something asked for is
-    not cached yet."""
+    input size; with `trainable_stages` > 0, the activations entering its last that many stages
+    instead of its pooled features. The backbone is built (`load(name, image_size)`) only when
+    something asked for is not cached yet."""
 
     def __init__(
         self,
@@ -60,14 +67,17 @@ class FeatureCache:
         load: Callable[[str, int | None], Backbone] = backbones.load,
         runtime: str = runtimes.TORCH,
         processes: int = 1,
+        trainable_stages: int = 0,
     ):
         self.name, self.image_size, self._load, self.runtime = name, image_size, load, runtime
         self.processes = processes if runtime == runtimes.TORCH else 1
+        self.trainable_stages = trainable_stages
         self.num_features = backbones.info(name).num_features
         self.directory = (
             Path(cache_dir or cache.root()) / "features" / f"{name}_{backbones.input_size(name, image_size)}px"
         )
-        self.shards_dir = self.directory / runtimes.tag(runtime)
+        self.boundary = f"_before_last_{trainable_stages}_stages" if trainable_stages else ""
+        self.shards_dir = self.directory / self.boundary.lstrip("_") / runtimes.tag(runtime)
         self._row_of: dict[str, int] = {}
         self._chunks: list[torch.Tensor] = []
         self._shards_read: set[str] = set()
@@ -85,7 +95,7 @@ class FeatureCache:
                 if new_keys := self._missing(keys):  # rereads what others wrote while we waited
                     self._compute(images, keys, new_keys, batch_size, device)
         if not keys:
-            return torch.empty(0, self.num_features)
+            return torch.empty(0, *self._entry_shape())
         return self._features()[[self._row_of[key] for key in keys]]
 
     def stats(self) -> dict[str, int]:
@@ -103,7 +113,7 @@ class FeatureCache:
         self, images: np.ndarray, keys: list[str], new_keys: list[str], batch_size: int, device: torch.device
     ) -> None:
         print(
-            f"features {self.directory.name}: computing {len(new_keys)} new images "
+            f"features {self.directory.name}{self.boundary}: computing {len(new_keys)} new images "
             f"({len(set(keys)) - len(new_keys)} cached) on {self.runtime} in {self.shards_dir}",
             file=sys.stderr,
         )
@@ -111,10 +121,13 @@ class FeatureCache:
         new_images = images[[first_index[key] for key in new_keys]]
         desc = f"features {self.name} ({self.runtime})"
         if (processes := min(self.processes, len(new_images))) > 1:
-            parts = distributed.launch(processes, device, _compute_part, self.backbone, new_images, batch_size, desc)
+            parts = distributed.launch(
+                processes, device, _compute_part, self.backbone, self.trainable_stages, new_images, batch_size, desc
+            )
             features = torch.cat(parts)
         else:
-            features = compute(self._extractor(images.shape[1:3], device), new_images, batch_size, desc)
+            extract = self._extractor(images.shape[1:3], device)
+            features = compute(extract, new_images, batch_size, desc)
         name = hashlib.sha1("".join(new_keys).encode()).hexdigest()[:20]
         save_torch(self.shards_dir / f"{name}.pt", {"keys": new_keys, "features": features})
         self._shards_read.add(f"{name}.pt")
@@ -123,15 +136,15 @@ class FeatureCache:
     def _extractor(self, image_shape: tuple[int, int], device: torch.device) -> Callable[[np.ndarray], torch.Tensor]:
         """Images -> features on this cache's runtime (for ONNX Runtime, from the cached export)."""
         if self.runtime == runtimes.TORCH:
-            return runtimes.torch_features(self.backbone, device)
+            return runtimes.torch_features(self.backbone, device, self.trainable_stages)
         return runtimes.onnx_features(self.onnx_model(*image_shape), self.name)
 
     def onnx_model(self, height: int, width: int) -> bytes:
-        """The backbone exported for H x W images (`runtimes.export_onnx`): once per machine and
-        torch version, then read from the cache."""
+        """The backbone (its frozen part) exported for H x W images (`runtimes.export_onnx`): once
+        per machine and torch version, then read from the cache."""
         return self.derived(
-            f"onnx_{height}x{width}_{runtimes.tag('torch')}",
-            lambda backbone: runtimes.export_onnx(backbone, height, width),
+            f"onnx_{height}x{width}_{runtimes.tag('torch')}{self.boundary}",
+            lambda backbone: runtimes.export_onnx(backbone, height, width, self.trainable_stages),
             valid=runtimes.is_onnx_model,
         )
 
@@ -147,8 +160,17 @@ class FeatureCache:
             isinstance(content, dict)
             and isinstance(content.get("keys"), list)
             and isinstance(content.get("features"), torch.Tensor)
-            and content["features"].shape == (len(content["keys"]), self.num_features)
+            and content["features"].dtype == torch.float32
+            and len(content["features"]) == len(content["keys"])
+            and content["features"].shape[1:] == self._entry_shape(content["features"].shape[1:])
         )
+
+    def _entry_shape(self, default: tuple[int, ...] = ()) -> tuple[int, ...]:
+        """One image's entry: a pooled feature vector, or the C x H x W activations that the shards
+        read so far hold (`default` before any: the first shard sets them)."""
+        if not self.trainable_stages:
+            return (self.num_features,)
+        return tuple(self._chunks[0].shape[1:]) if self._chunks else tuple(default)
 
     def _add(self, keys: list[str], features: torch.Tensor) -> None:
         offset = sum(map(len, self._chunks))

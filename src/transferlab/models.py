@@ -2,7 +2,8 @@
 
 A checkpoint is a plain dict of tensors and primitives (loadable with weights_only=True):
 `kind`, `classes`, `config` (what rebuilds the model) and `state_dict`. A transfer model with a
-frozen backbone stores only its head's weights plus the backbone's name. (`classifier.Classifier`
+frozen backbone stores only its head's weights plus the backbone's name; one whose last stages
+trained, those stages' weights and the head's (a `TailModel`). (`classifier.Classifier`
 rebuilds a model from its checkpoint.)
 """
 
@@ -60,9 +61,26 @@ class TransferModel(nn.Module):
         return self.head(self.backbone(x))
 
 
-def freeze(module: nn.Module) -> None:
+class TailModel(nn.Module):
+    """A backbone's trainable tail (`backbones.split`) followed by a new head: what trains on the
+    cached activations of its frozen part."""
+
+    def __init__(self, tail: nn.Module, head: nn.Module):
+        super().__init__()
+        self.tail = tail
+        self.head = head
+
+    def forward(self, activations: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tail(activations))
+
+
+def set_trainable(module: nn.Module, trainable: bool) -> None:
     for parameter in module.parameters():
-        parameter.requires_grad_(False)
+        parameter.requires_grad_(trainable)
+
+
+def freeze(module: nn.Module) -> None:
+    set_trainable(module, False)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
@@ -72,10 +90,14 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     }
 
 
-def frozen_transfer_parameters(backbone: str, head: nn.Module) -> dict[str, int]:
-    """count_parameters of a frozen backbone + `head`, without building the backbone."""
+def frozen_transfer_parameters(backbone: str, trained: nn.Module, head: nn.Module) -> dict[str, int]:
+    """count_parameters of a backbone + `head` whose `trained` part (the head, or a `TailModel`)
+    alone trains, without building the backbone."""
     head_params = sum(p.numel() for p in head.parameters())
-    return {"trainable_params": head_params, "total_params": backbones.info(backbone).params + head_params}
+    return {
+        "trainable_params": sum(p.numel() for p in trained.parameters()),
+        "total_params": backbones.info(backbone).params + head_params,
+    }
 
 
 def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -99,9 +121,11 @@ def transfer_checkpoint(
     frozen: bool,
     data_image_size: int,
     runtime: str,
+    trainable_stages: int = 0,
 ) -> dict:
-    """`model` is the head alone when the backbone is frozen, else the whole TransferModel.
-    `runtime` computed the frozen features it trained on (`runtimes`), so scoring uses the same."""
+    """`model` is the head alone when the backbone is frozen, its `TailModel` when its last
+    `trainable_stages` stages trained, else the whole TransferModel. `runtime` computed the frozen
+    features it trained on (`runtimes`), so scoring uses the same."""
     config = {
         "backbone": backbone,
         "image_size": image_size,
@@ -109,4 +133,6 @@ def transfer_checkpoint(
         "data_image_size": data_image_size,
         "runtime": runtime,
     }
+    if trainable_stages:  # absent otherwise: a frozen head's checkpoint is as it always was
+        config["trainable_stages"] = trainable_stages
     return {"kind": "transfer", "classes": classes, "config": config, "state_dict": model.state_dict()}

@@ -14,7 +14,7 @@ from typing import Literal
 
 import yaml
 
-from transferlab.backbones import BACKBONE_NAMES
+from transferlab.backbones import BACKBONE_NAMES, BLOCK_STAGES
 from transferlab.errors import UserError
 
 PARAMS_FILE = "params.yaml"
@@ -76,6 +76,8 @@ class Params:
     tinyvgg: TinyVGGParams
     # The transfer-learning grid: each axis is one value or a list; every combination is one experiment.
     model: tuple[Literal[BACKBONE_NAMES], ...]
+    # How many of the backbone's last block stages train with the head (0: the head alone).
+    trainable_stages: tuple[int, ...] = field(metadata={"min": 0, "max": BLOCK_STAGES})
     train_size: tuple[int, ...] = positive()
     epochs: tuple[int, ...] = positive()
     transfer: TransferParams
@@ -100,7 +102,13 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
 
 
 def parse(raw: object, where: str = PARAMS_FILE) -> Params:
-    return _convert_section(Params, raw, prefix="", where=where)
+    params = _convert_section(Params, raw, prefix="", where=where)
+    if not params.transfer.freeze and params.trainable_stages != (0,):
+        raise UserError(
+            f"{where}: trainable_stages must be 0 with transfer.freeze: false (the whole backbone trains); "
+            "set transfer.freeze: true to train only its last stages"
+        )
+    return params
 
 
 def _convert_section(cls, raw, prefix: str, where: str):
@@ -150,9 +158,11 @@ def _convert_value(hint, value, key: str, metadata, where: str):
         raise UserError(f"{where}: {key} must be {_type_name(hint)}, got {value!r}")
     if hint is float and value <= 0:
         raise UserError(f"{where}: {key} must be greater than 0, got {value!r}")
-    minimum = metadata.get("min")
+    minimum, maximum = metadata.get("min"), metadata.get("max")
     if minimum is not None and value < minimum:
         raise UserError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise UserError(f"{where}: {key} must be an integer <= {maximum}, got {value!r}")
     return value
 
 

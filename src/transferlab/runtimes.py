@@ -1,7 +1,8 @@
 """Which runtime computes a frozen backbone's features, and how: ONNX Runtime or PyTorch.
 
 Both run one network, `ImagesToFeatures`: the backbone's preprocessing and feature extractor, from
-the project's uint8 images (N x H x W x 3) to pooled features. PyTorch runs it eagerly; for ONNX
+the project's uint8 images (N x H x W x 3) to pooled features (or, when the backbone's last stages
+train, to the activations entering them: the output of its frozen part). PyTorch runs it eagerly; for ONNX
 Runtime it is exported once (`export_onnx`, the torch.export-based exporter) and the exported model
 is cached with the backbone's other artefacts (`features.FeatureCache`).
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferlab.backbones import Backbone
+from transferlab.backbones import Backbone, split
 from transferlab.errors import UserError
 
 ONNX_RUNTIME, TORCH = "onnxruntime", "torch"
@@ -41,19 +42,24 @@ def tag(runtime: str) -> str:
 
 
 class ImagesToFeatures(nn.Module):
-    """N x H x W x 3 uint8 images -> pooled features: the network both runtimes run."""
+    """N x H x W x 3 uint8 images -> pooled features: the network both runtimes run. With
+    `trainable_stages` > 0, the backbone's frozen part alone (`backbones.split`): images -> the
+    activations entering its last `trainable_stages` stages."""
 
-    def __init__(self, backbone: Backbone):
+    def __init__(self, backbone: Backbone, trainable_stages: int = 0):
         super().__init__()
-        self.transform, self.features = backbone.transform, backbone.features
+        self.transform = backbone.transform
+        self.features = split(backbone.features, trainable_stages)[0] if trainable_stages else backbone.features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(self.transform(images.permute(0, 3, 1, 2)))
 
 
-def torch_features(backbone: Backbone, device: torch.device) -> Callable[[np.ndarray], torch.Tensor]:
-    """A batch of images -> features, on PyTorch."""
-    network = ImagesToFeatures(backbone).to(device).eval()
+def torch_features(
+    backbone: Backbone, device: torch.device, trainable_stages: int = 0
+) -> Callable[[np.ndarray], torch.Tensor]:
+    """A batch of images -> features (`ImagesToFeatures`), on PyTorch."""
+    network = ImagesToFeatures(backbone, trainable_stages).to(device).eval()
 
     @torch.inference_mode()
     def run(images: np.ndarray) -> torch.Tensor:
@@ -62,9 +68,9 @@ def torch_features(backbone: Backbone, device: torch.device) -> Callable[[np.nda
     return run
 
 
-def export_onnx(backbone: Backbone, height: int, width: int) -> bytes:
+def export_onnx(backbone: Backbone, height: int, width: int, trainable_stages: int = 0) -> bytes:
     """The ONNX model of `ImagesToFeatures` for H x W images, any batch size."""
-    network = ImagesToFeatures(backbone).cpu().eval()
+    network = ImagesToFeatures(backbone, trainable_stages).cpu().eval()
     example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
     with _failing_as_user_error(f"cannot export {backbone.info.name} to ONNX"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals

@@ -1,9 +1,10 @@
 """The train_transfer stage: the grid of pretrained backbones with new heads, on the one engine.
 
-Every combination of the axes `model`, `train_size` and `epochs` is one experiment. Per backbone,
-every distinct image the grid needs goes through it once (when frozen: see `modes`), then each
-experiment trains on those inputs. Experiments that differ only in `epochs` share one training run:
-the shortest trains first, and the next continues from its saved state (`training.fit`).
+Every combination of the axes `model`, `trainable_stages`, `train_size` and `epochs` is one
+experiment. Per backbone and depth, every distinct image the grid needs goes through the backbone
+(its frozen part) once (when frozen: see `modes`), then each experiment trains on those inputs.
+Experiments that differ only in `epochs` share one training run: the shortest trains first, and
+the next continues from its saved state (`training.fit`).
 """
 
 import copy
@@ -34,20 +35,31 @@ class Experiment:
     model: str
     train_size: int
     epochs: int
+    trainable_stages: int = 0
+
+    @property
+    def backbone_label(self) -> str:
+        return backbone_label(self.model, self.trainable_stages)
 
     @property
     def run_name(self) -> str:
         """TensorBoard run path, course style: 500_images/effnet_b0/5_epochs."""
-        return f"{self.train_size}_images/{self.model}/{self.epochs}_epochs"
+        return f"{self.train_size}_images/{self.backbone_label}/{self.epochs}_epochs"
 
     @property
     def name(self) -> str:
         return self.run_name.replace("/", "-")
 
 
+def backbone_label(model: str, trainable_stages: int) -> str:
+    """The backbone and how much of it trains: effnet_b0 (frozen), effnet_b0+1_stages."""
+    return f"{model}+{trainable_stages}_stages" if trainable_stages else model
+
+
 def expand_grid(params: Params) -> list[Experiment]:
-    """Every combination of the grid axes `model`, `train_size`, `epochs`."""
-    return [Experiment(*combo) for combo in itertools.product(params.model, params.train_size, params.epochs)]
+    """Every combination of the grid axes `model`, `trainable_stages`, `train_size`, `epochs`."""
+    axes = itertools.product(params.model, params.trainable_stages, params.train_size, params.epochs)
+    return [Experiment(model, size, epochs, stages) for model, stages, size, epochs in axes]
 
 
 def train_transfer(params: Params, paths: TransferPaths, cache_dir: Path | None = None) -> dict[str, dict]:
@@ -62,18 +74,20 @@ def train_transfer(params: Params, paths: TransferPaths, cache_dir: Path | None 
         atomic_dir(paths.plots_dir) as plots_dir,
         atomic_dir(paths.summaries_dir) as summaries_dir,
     ):
-        for name in params.model:
-            backbone = BackboneRuns(context, name)
-            write_text(summaries_dir / f"{name}.txt", backbone.summary)
+        for name, stages in itertools.product(params.model, params.trainable_stages):
+            backbone = BackboneRuns(context, name, stages)
+            write_text(summaries_dir / f"{backbone.label}.txt", backbone.summary)
+            runs = (e for e in grid if (e.model, e.trainable_stages) == (name, stages))
             # shortest first, so a longer run of the same model and train size continues it
-            for experiment in sorted((e for e in grid if e.model == name), key=lambda e: e.epochs):
+            for experiment in sorted(runs, key=lambda e: e.epochs):
                 network, history, results[experiment.name] = backbone.train(experiment)
                 save_torch(models_dir / f"{experiment.name}.pt", backbone.checkpoint(network))
                 write_history(plots_dir / f"{experiment.name}.json", history)
         results = {e.name: results[e.name] for e in grid}  # in grid order, not training order
         write_json(paths.metrics_file, results)
-    if not context.checkpoints.keep_every_epoch:
-        shutil.rmtree(context.checkpoints.directory, ignore_errors=True)
+    for mode in context.modes.values():
+        if not mode.keeps_checkpoints:
+            shutil.rmtree(context.checkpoints[mode].directory, ignore_errors=True)
     return results
 
 
@@ -85,12 +99,12 @@ class GridContext:
         self.dataset = data.load(paths.dataset_dir)
         self.subsets = load_subsets(paths.subsets_dir, "transfer_train", "test")
         self.device = engine.select_device()
-        self.mode = backbone_mode(params.transfer.freeze)
+        self.modes = {stages: backbone_mode(params.transfer.freeze, stages) for stages in params.trainable_stages}
         # Fine-tuning trains in PyTorch; the runtime choice is about frozen features.
         self.runtime = (
             runtimes.resolve(params.transfer.runtime, self.device) if params.transfer.freeze else runtimes.TORCH
         )
-        self.checkpoints = self.mode.checkpoints(cache_dir, params.epochs)
+        self.checkpoints = {mode: mode.checkpoints(cache_dir, params.epochs) for mode in self.modes.values()}
 
     @property
     def n_classes(self) -> int:
@@ -98,17 +112,28 @@ class GridContext:
 
 
 class BackboneRuns:
-    """The experiments of one backbone: each distinct image's inputs made once, then training."""
+    """The experiments of one backbone with its last `stages` stages trainable: each distinct
+    image's inputs made once, then training."""
 
-    def __init__(self, context: GridContext, name: str):
-        self.context, self.name = context, name
+    def __init__(self, context: GridContext, name: str, stages: int):
+        self.context, self.name, self.stages = context, name, stages
+        self.label = backbone_label(name, stages)
         p, n_classes = context.params.transfer, context.n_classes
         self.cache = FeatureCache(
-            name, p.image_size, context.cache_dir, runtime=context.runtime, processes=context.params.processes
+            name,
+            p.image_size,
+            context.cache_dir,
+            runtime=context.runtime,
+            processes=context.params.processes,
+            trainable_stages=stages,
         )
-        self.mode: BackboneMode = context.mode(self.cache, p.batch_size, context.device)
+        mode_type = context.modes[stages]
+        self.mode: BackboneMode = mode_type(self.cache, p.batch_size, context.device)
+        self.checkpoints = context.checkpoints[mode_type]
         # Summary and graph first: they are traced on the CPU, before the inputs may move it to a GPU.
-        self.summary = self.cache.derived(f"summary_{n_classes}_classes", lambda b: model_summaries(b, n_classes))
+        self.summary = self.cache.derived(
+            f"summary_{n_classes}_classes{self.cache.boundary}", lambda b: model_summaries(b, n_classes, stages)
+        )
         self.graph = self.cache.derived(f"graph_{n_classes}_classes", lambda b: model_graph(b, n_classes))
         union = sorted(set().union(*context.subsets["transfer_train"].values()))
         dataset, test_idx = context.dataset, context.subsets["test"]
@@ -135,7 +160,7 @@ class BackboneRuns:
             experiment.epochs,
             context.device,
             board,
-            context.checkpoints,
+            self.checkpoints,
             desc=experiment.name,
         )
         metrics = final_metrics(history) | self.mode.parameter_counts(network)
@@ -144,6 +169,7 @@ class BackboneRuns:
                 "model": self.name,
                 "train_size": experiment.train_size,
                 "epochs": experiment.epochs,
+                "trainable_stages": experiment.trainable_stages,
                 "freeze": p.freeze,
                 "runtime": self.context.runtime,
                 "optimizer": p.optimizer,
@@ -167,11 +193,13 @@ class BackboneRuns:
             p.freeze,
             dataset.train.images.shape[1],
             self.context.runtime,
+            self.stages,
         )
 
 
-def model_summaries(backbone: backbones.Backbone, n_classes: int) -> str:
-    """torchinfo summaries of the pretrained model, then with frozen features and the new head."""
+def model_summaries(backbone: backbones.Backbone, n_classes: int, trainable_stages: int = 0) -> str:
+    """torchinfo summaries of the pretrained model, then with frozen features (but for the last
+    `trainable_stages` stages) and the new head."""
     size = backbone.transform.crop_size[0]
     options = dict(
         input_size=(1, 3, size, size),
@@ -183,12 +211,15 @@ def model_summaries(backbone: backbones.Backbone, n_classes: int) -> str:
     before = summary(models.TransferModel(backbone.features, backbone.imagenet_head), **options)
     frozen = copy.deepcopy(backbone.features)
     models.freeze(frozen)
+    if trainable_stages:
+        models.set_trainable(backbones.split(frozen, trainable_stages)[1], True)
     head = models.transfer_head(backbone.info.name, n_classes)
     after = summary(models.TransferModel(frozen, head), **options)
     name = backbone.info.name
+    trained = f" but the last {trainable_stages} stages and the conv head" if trainable_stages else ""
     return (
         f"# {name}: pretrained ({backbone.info.source})\n{before}\n\n"
-        f"# {name}: frozen features, new head Dropout(p={backbone.info.dropout}) + "
+        f"# {name}: frozen features{trained}, new head Dropout(p={backbone.info.dropout}) + "
         f"Linear({backbone.num_features}, {n_classes})\n{after}\n"
     )
 

@@ -14,12 +14,17 @@ outside, like the pipeline's commands. The grid benchmark's in-process approache
              against both bare loops, with each backbone's export time and FLOPs per image;
   profile  - a cProfile of the train_transfer stage (cold machine-wide cache: the caller gives it
              an empty TRANSFERLAB_CACHE_DIR).
+The partial fine-tuning benchmark's reference:
+  naive    - the backbone's last stages trained the naive way: per experiment a fresh pretrained
+             model whose frozen part stays in eval mode, and every epoch passes every train and
+             test batch through the whole network (the pipeline's seed, batches and head);
 And the sweep benchmark's count of what a machine-wide cache holds:
   cache    - FeatureCache.stats() of each model in $TRANSFERLAB_CACHE_DIR (the features of the
              runtime the project's params.yaml chose).
 
 CONFIG_JSON keys: models, train_sizes, epochs, image_size, batch_size, seed, optimizer, lr,
-course_bn, extract_rounds (grid phases); models, image_size (cache).
+course_bn, extract_rounds (grid phases); the same and trainable_stages (naive); models,
+image_size (cache).
 """
 
 import cProfile
@@ -175,6 +180,39 @@ def phase_course(config: dict) -> dict:
     return {"test_acc": accuracies}
 
 
+def phase_naive(config: dict) -> dict:
+    """The last `trainable_stages` stages trained through the whole network, each experiment afresh:
+    the same model, seed, batches and optimizer as the pipeline's, without its cached activations."""
+    from torch.utils.data import TensorDataset
+
+    from transferlab import backbones, engine, models
+
+    grid = load_grid_data(config)
+    device, stages = engine.select_device(), config["trainable_stages"]
+    accuracies = {}
+    for name, size, epochs in itertools.product(config["models"], config["train_sizes"], config["epochs"]):
+        backbone = backbones.load(name, config["image_size"])
+        frozen, tail = backbones.split(backbone.features, stages)
+        models.freeze(frozen)
+        engine.seed_everything(config["seed"], device)
+        head = models.transfer_head(name, grid["n_classes"])
+        network = nn.Sequential(backbone.transform, EvalModeBackbone(frozen), models.TailModel(tail, head))
+        generator = torch.Generator().manual_seed(config["seed"])
+        trainable = [p for p in network.parameters() if p.requires_grad]
+        history = engine.train(
+            network,
+            engine.batch_loader(TensorDataset(*grid["train"][size]), config["batch_size"], generator),
+            engine.batch_loader(TensorDataset(*grid["test"]), config["batch_size"]),
+            nn.CrossEntropyLoss(),
+            engine.make_optimizer(config["optimizer"], trainable, config["lr"]),
+            epochs,
+            device,
+            desc=f"naive {name}+{stages} {size} {epochs}",
+        )
+        accuracies[f"{size}_images-{name}+{stages}_stages-{epochs}_epochs"] = history["test_acc"][-1]
+    return {"test_acc": accuracies}
+
+
 # --- floor and extraction -------------------------------------------------------------------------
 
 
@@ -314,6 +352,7 @@ def phase_cache(config: dict) -> dict:
 
 PHASES = {
     "course": phase_course,
+    "naive": phase_naive,
     "floor": phase_floor,
     "floor_onnxruntime": phase_floor_onnxruntime,
     "extract": phase_extract,

@@ -20,6 +20,12 @@ EXTRACTION_SPEEDUP_MIN = 2.2  # FeatureCache (ONNX Runtime) extraction rate / ba
 EXTRACTION_MIN = 0.9  # FeatureCache extraction rate / bare ONNX Runtime loop rate, at least
 FLOORS = ("floor", "floor_onnxruntime")
 
+# The partial fine-tuning benchmark's targets.
+PARTIAL_GAIN_MIN_PP = 3  # partial - frozen test accuracy, lite0 at the smallest train size, at least
+NAIVE_GAP_MAX_PP = 0.5  # |cached activations - naive way| test accuracy, at most
+NAIVE_SPEEDUP_MIN = 10  # naive way wall time / the same grid on cached activations, at least
+OVER_FROZEN_MAX = 1.5  # partial grid wall time / frozen grid wall time, at most
+
 # The sweep benchmark's targets.
 QUEUE_TARGET = 1.3  # DVC's queue wall time / in-stage grid wall time, at most
 SWEEP_APPROACHES = ("grid", "sequential", "queue")
@@ -229,3 +235,66 @@ def sweep(r: dict, n_points: int) -> None:
         width=58,
         target_width=16,
     )
+
+
+# --- partial fine-tuning --------------------------------------------------------------------------
+
+
+def partial(r: dict) -> None:
+    """The partial fine-tuning benchmark's report: accuracies of the three ways, wall times, the
+    cached activations' size, and the targets."""
+    stages, smallest = r["config"]["trainable_stages"], min(r["config"]["train_sizes"])
+    frozen, partial_grid = r["frozen"]["test_acc"], r["partial"]["test_acc"]
+    print(f"\n== test accuracy: frozen head vs last {stages} stage(s) on cached activations ==")
+    print(f"({r['test_size']:,} test images)")
+    gains = {}
+    for name in frozen:
+        size, model, epochs = name.split("-")
+        partial_name = f"{size}-{model}+{stages}_stages-{epochs}"
+        gain = (partial_grid[partial_name] - frozen[name]) * 100
+        if name.startswith(f"{smallest}_images-effnet_lite0-"):
+            gains[name] = gain
+        print(f"{name:<36} frozen {frozen[name]:7.2%}   partial {partial_grid[partial_name]:7.2%}   {gain:+6.2f} pp")
+
+    small, naive = r["partial_small"], r["naive"]
+    print(f"\n== partial on cached activations vs the naive way ({r['naive_test_size']:,} test images) ==")
+    gaps = []
+    for name in sorted(naive["test_acc"]):
+        ours, theirs = small["test_acc"][name], naive["test_acc"][name]
+        gaps.append(abs(ours - theirs) * 100)
+        print(f"{name:<46} cached {ours:7.2%}   naive {theirs:7.2%}   gap {gaps[-1]:5.2f} pp")
+
+    print("\n== wall time, s (peak RSS MiB) ==")
+    for name in ("frozen", "partial", "partial_small", "naive"):
+        print(f"{name:<14} {r[name]['wall_s']:>9.1f} ({r[name]['peak_rss_mib']:,.0f})")
+    print("\n== cached inputs (partial grid) ==")
+    for folder, entry in r["partial"]["cache"].items():
+        per_image = entry["bytes"] / max(entry["images"], 1)
+        size = f"{entry['bytes'] / 2**20:>9.1f} MiB {per_image / 1024:>8.1f} KiB/image"
+        print(f"{folder:<58} {entry['images']:>6,} images {size}")
+
+    over_frozen = r["partial"]["wall_s"] / r["frozen"]["wall_s"]
+    speedup = naive["wall_s"] / small["wall_s"]
+    print("\n== targets ==")
+    checks = [
+        (
+            f"gain over the frozen head, {name}  {gain:+6.2f} pp",
+            gain >= PARTIAL_GAIN_MIN_PP,
+            f">= +{PARTIAL_GAIN_MIN_PP} pp",
+        )
+        for name, gain in gains.items()
+    ]
+    checks += [
+        (
+            f"largest gap to the naive way  {max(gaps):6.2f} pp",
+            max(gaps) <= NAIVE_GAP_MAX_PP,
+            f"<= {NAIVE_GAP_MAX_PP} pp",
+        ),
+        (f"naive / cached wall time       {speedup:6.1f}x", speedup >= NAIVE_SPEEDUP_MIN, f">= {NAIVE_SPEEDUP_MIN}x"),
+        (
+            f"partial grid / frozen grid     {over_frozen:6.2f}x",
+            over_frozen <= OVER_FROZEN_MAX,
+            f"<= {OVER_FROZEN_MAX}x",
+        ),
+    ]
+    print_checks(checks, width=66, target_width=10)

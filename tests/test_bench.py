@@ -62,7 +62,7 @@ def test_bench_phases_entry_point_explains_its_usage():
     )
     assert result.returncode != 0
     assert (
-        "usage: python -m bench.phases {course,floor,floor_onnxruntime,extract,profile,cache} CONFIG_JSON RESULT_JSON"
+        "usage: python -m bench.phases {course,naive,floor,floor_onnxruntime,extract,profile,cache} CONFIG_JSON RESULT_JSON"
         in result.stderr
     )
 

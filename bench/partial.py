@@ -15,7 +15,8 @@ In one invocation, on the same data, params and machine:
                      experiment afresh), the reference 3 is compared with.
 Download, subset and TinyVGG are set up first (untimed), and again before 3 (its test subset is
 another). The report compares accuracies and wall times against their targets and gives the size
-of the cached activations per image and backbone.
+of the cached activations per image and backbone, and the least time the grid's tail training can
+take on this CPU: its FLOPs (bench.phases tail_flops) at the CPU's rough FP32 peak.
 
   python bench/partial.py --source ../shared/data/cifar10-jpg.tar.gz          # BENCHMARKS.md's run
   python bench/partial.py --source DIR --models effnet_lite0 --train-sizes 6 --epochs 1 2 \\
@@ -131,6 +132,7 @@ def main(args: argparse.Namespace) -> dict:
         "lr": small["transfer"]["lr"],
     }
     naive = project.run_phase("naive", config, project.fresh_cache("naive"))
+    tail_flops = project.run_phase("tail_flops", {**config, "models": args.models}, project.cache("naive"))
     results = {
         "config": {**config, "models": args.models, "naive_models": args.naive_models},
         "test_size": args.test_size,
@@ -139,6 +141,7 @@ def main(args: argparse.Namespace) -> dict:
         "partial": fastest(rounds["partial"]),
         "partial_small": partial_small,
         "naive": naive,
+        "tail_flops": tail_flops,
         "rounds": rounds,
     }
     report.partial(results)

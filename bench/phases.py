@@ -213,6 +213,31 @@ def phase_naive(config: dict) -> dict:
     return {"test_acc": accuracies}
 
 
+def phase_tail_flops(config: dict) -> dict:
+    """Per backbone, the FLOPs per image (2 per multiply-add, counted by torch's FlopCounterMode) of
+    a forward pass of its last `trainable_stages` stages with the head, and this CPU's rough FP32
+    peak. (FlopCounterMode's count of a backward pass ignores a convolution's groups, so it counts
+    a depthwise convolution's backward as a dense one's: the report takes the usual 3 forward passes
+    for a training step instead.)"""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from transferlab import backbones, models
+
+    n_classes = len(json.loads(Path("data/prepared/classes.json").read_text()))
+    result = {"cpu": cpu_peak(), "forward_flops_per_image": {}}
+    for name in config["models"]:
+        backbone = backbones.load(name, config["image_size"])
+        frozen, tail = backbones.split(backbone.features, config["trainable_stages"])
+        size = backbone.transform.crop_size[0]
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode():
+            activations = frozen(torch.zeros(2, 3, size, size))
+            with counter:
+                models.TailModel(tail, models.transfer_head(name, n_classes))(activations)
+        result["forward_flops_per_image"][name] = counter.get_total_flops() / len(activations)
+    return result
+
+
 # --- floor and extraction -------------------------------------------------------------------------
 
 
@@ -353,6 +378,7 @@ def phase_cache(config: dict) -> dict:
 PHASES = {
     "course": phase_course,
     "naive": phase_naive,
+    "tail_flops": phase_tail_flops,
     "floor": phase_floor,
     "floor_onnxruntime": phase_floor_onnxruntime,
     "extract": phase_extract,

@@ -273,6 +273,12 @@ def partial(r: dict) -> None:
         size = f"{entry['bytes'] / 2**20:>9.1f} MiB {per_image / 1024:>8.1f} KiB/image"
         print(f"{folder:<58} {entry['images']:>6,} images {size}")
 
+    floor_s = tail_training_floor(r)
+    print(
+        f"\ntail training at this CPU's FP32 peak ({r['tail_flops']['cpu']['gflops']:.0f} GFLOP/s): {floor_s:.1f} s at "
+        f"least, so the partial grid takes at least {(r['frozen']['wall_s'] + floor_s) / r['frozen']['wall_s']:.2f}x "
+        "the frozen grid's time (were the frozen part's pass and everything else free of cost)"
+    )
     over_frozen = r["partial"]["wall_s"] / r["frozen"]["wall_s"]
     speedup = naive["wall_s"] / small["wall_s"]
     print("\n== targets ==")
@@ -298,3 +304,17 @@ def partial(r: dict) -> None:
         ),
     ]
     print_checks(checks, width=66, target_width=10)
+
+
+def tail_training_floor(r: dict) -> float:
+    """Seconds the partial grid's tail training takes at the CPU's peak: per backbone and train size,
+    the longest run's epochs of training steps on the train images (3 forward passes each: forward,
+    and the gradients of inputs and of weights) and of scoring the test images (one forward)."""
+    flops, config = r["tail_flops"], r["config"]
+    epochs = max(config["epochs"])  # a grid's epoch counts share one run per backbone and train size
+    total = sum(
+        epochs * (3 * size + r["test_size"]) * flops["forward_flops_per_image"][name]
+        for name in config["models"]
+        for size in config["train_sizes"]
+    )
+    return total / (flops["cpu"]["gflops"] * 1e9)

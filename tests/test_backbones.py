@@ -132,6 +132,24 @@ def test_registry_facts_match_the_built_backbone(name):
     assert backbones.input_size(name, 48) == 48
 
 
+@pytest.mark.parametrize("name", backbones.BACKBONE_NAMES)
+def test_every_backbone_splits_before_any_of_its_stages_into_a_frozen_part_and_a_tail(name):
+    backbone = backbones.load(name, image_size=32, pretrained=False)
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = backbone.features(x)
+        widths = []
+        for stages in range(1, backbones.BLOCK_STAGES + 1):
+            frozen, tail = backbones.split(backbone.features, stages)
+            activations = frozen(x)
+            assert torch.equal(tail(activations), expected), stages
+            widths.append(activations.shape[1])
+            shared = {id(p) for p in backbone.features.parameters()}
+            assert {id(p) for p in (*frozen.parameters(), *tail.parameters())} == shared  # all of it, nothing copied
+    assert len(widths) == backbones.BLOCK_STAGES
+    assert widths[-1] == 32 and widths[0] > widths[1] > widths[2]  # the last stage's input first, the stem's last
+
+
 def test_unknown_backbone_is_one_clear_line():
     with pytest.raises(UserError, match="unknown backbone 'effnet_b9'; choose one of: effnet_b0, effnet_b2"):
         backbones.info("effnet_b9")

@@ -61,10 +61,8 @@ def test_bench_phases_entry_point_explains_its_usage():
         check=False,
     )
     assert result.returncode != 0
-    assert (
-        "usage: python -m bench.phases {course,naive,floor,floor_onnxruntime,extract,profile,cache} CONFIG_JSON RESULT_JSON"
-        in result.stderr
-    )
+    phases = "{course,naive,tail_flops,floor,floor_onnxruntime,extract,profile,cache}"
+    assert f"usage: python -m bench.phases {phases} CONFIG_JSON RESULT_JSON" in result.stderr
 
 
 @pytest.mark.slow
@@ -173,3 +171,30 @@ def test_bench_sweep_runs_on_a_tiny_configuration(tmp_path):
         # the larger train subset (the smaller is nested in it) plus the test subset
         assert results[approach]["cache"]["effnet_lite0"]["images"] == 9 + 6
         assert results[approach]["cache"]["effnet_lite0"]["entries"] == 9 + 6
+
+
+@pytest.mark.slow
+def test_bench_partial_runs_on_a_tiny_configuration(tmp_path):
+    source = make_image_folder(tmp_path / "images", n_train=10, n_test=6, size=16)
+    args = ["--source", str(source), "--models", "effnet_lite0", "--train-sizes", "4", "8", "--epochs", "1", "2"]
+    args += ["--test-size", "6", "--naive-test-size", "3", "--image-size", "64", "--tinyvgg-size", "12"]
+    result, results = run_bench("partial.py", args, tmp_path)
+    headings = ("frozen head vs last 1 stage(s)", "the naive way", "wall time", "cached inputs", "FP32 peak", "targets")
+    for heading in headings:
+        assert heading in result.stdout
+    assert 1e6 < results["tail_flops"]["forward_flops_per_image"]["effnet_lite0"] < 1e8  # at 64 px: 2 x 2 maps
+    frozen = {f"{n}_images-effnet_lite0-{e}_epochs" for n in (4, 8) for e in (1, 2)}
+    partial = {name.replace("lite0-", "lite0+1_stages-") for name in frozen}
+    assert set(results["frozen"]["test_acc"]) == frozen
+    assert set(results["partial"]["test_acc"]) == partial == set(results["naive"]["test_acc"])
+    # The naive way trains the same model on the same batches; its activations come from PyTorch
+    # instead of ONNX Runtime (within 1e-4), so the same accuracy up to one test image in 3.
+    for name, accuracy in results["naive"]["test_acc"].items():
+        assert results["partial_small"]["test_acc"][name] == pytest.approx(accuracy, abs=1 / 3 + 1e-9)
+    for approach in ("frozen", "partial", "partial_small", "naive"):
+        assert results[approach]["wall_s"] > 0 and results[approach]["peak_rss_mib"] > 20
+    (folder,) = results["partial"]["cache"]
+    assert folder.startswith("effnet_lite0_64px/before_last_1_stages/")
+    assert results["partial"]["cache"][folder]["images"] == 8 + 6  # the largest train subset and the test subset
+    log = (tmp_path / "work/bench.log").read_text()
+    assert log.count("Running stage 'train_transfer'") == 3  # frozen, partial, partial_small: each trained

@@ -40,12 +40,12 @@ def kills_at(n: int) -> list[tuple[str, str]]:
     return [SIGKILL_BEFORE] if n % 2 else [SIGINT_AFTER]
 
 
-def kill_params(source: Path, freeze: bool) -> dict:
+def kill_params(source: Path, freeze: bool, trainable_stages: int = 0) -> dict:
     """The tiny params with a 1 x 1 x 2 grid (fewer writes, the same kinds), PyTorch features (no
     export: its cache write is `derived`'s, as the graph's and summaries'). 12 images: batches of
     8 and 4 (at 32 px lite0's BatchNorm cannot fine-tune on a batch of one 1 x 1 map)."""
     params = tiny_params(source)
-    params.update(train_size=12)
+    params.update(train_size=12, trainable_stages=trainable_stages)
     params["transfer"].update(freeze=freeze, runtime="torch")
     return params
 
@@ -57,9 +57,10 @@ def source(tmp_path_factory) -> Path:
     )
 
 
-def _repro_project(tmp_path_factory, source: Path, freeze: bool) -> Path:
+def _repro_project(tmp_path_factory, source: Path, freeze: bool, trainable_stages: int = 0) -> Path:
     """A project after one uninterrupted `dvc repro`."""
-    path = make_project(tmp_path_factory.mktemp("kill") / "project", kill_params(source, freeze=freeze))
+    params = kill_params(source, freeze, trainable_stages)
+    path = make_project(tmp_path_factory.mktemp("kill") / "project", params)
     _dvc(path, ["repro"], check=True)
     return path
 
@@ -72,6 +73,12 @@ def frozen(tmp_path_factory, source) -> Path:
 @pytest.fixture(scope="module")
 def fine_tuned(tmp_path_factory, source) -> Path:
     return _repro_project(tmp_path_factory, source, freeze=False)
+
+
+@pytest.fixture(scope="module")
+def partial(tmp_path_factory, source) -> Path:
+    """The last stage trained on cached activations (their shards, the tails' states)."""
+    return _repro_project(tmp_path_factory, source, freeze=True, trainable_stages=1)
 
 
 def _dvc(project: Path, args: list[str], check: bool = False, **env) -> subprocess.CompletedProcess:
@@ -143,6 +150,7 @@ def cache_or_state(target: str) -> bool:
         ("frozen", "train_transfer"),
         ("fine_tuned", "train_transfer"),
         ("fine_tuned", "evaluate"),
+        ("partial", "train_transfer"),
         ("frozen", "select_best"),
     ],
 )

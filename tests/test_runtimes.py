@@ -118,6 +118,29 @@ def test_onnx_runtime_features_match_pytorch_for_every_backbone(tmp_path, name):
     assert computed["torch"].abs().max() > 0.1  # features, not zeros
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", backbones.BACKBONE_NAMES)
+def test_onnx_runtime_activations_of_the_frozen_part_match_pytorch_for_every_backbone(tmp_path, name):
+    """What enters the last stage, at the backbone's own input size, cached under its own key."""
+    if name in backbones.OFFLINE_BACKBONES:
+        backbone = backbones.load(name)
+    else:
+        backbone = _calibrated(backbones.load(name, pretrained=False))
+    images = _images(3, seed=1)
+    caches = {
+        runtime: FeatureCache(name, None, tmp_path, load=lambda *_: backbone, runtime=runtime, trainable_stages=1)
+        for runtime in ("torch", "onnxruntime")
+    }
+    computed = {runtime: cache.get(images, 2, CPU) for runtime, cache in caches.items()}
+    frozen = backbones.split(backbone.features, 1)[0]
+    assert computed["onnxruntime"].shape == (3, *frozen(torch.zeros(1, 3, *backbone.transform.crop_size * 2)).shape[1:])
+    torch.testing.assert_close(computed["onnxruntime"], computed["torch"], rtol=0, atol=1e-4)
+    assert computed["torch"].abs().max() > 0.1
+    assert caches["onnxruntime"].shards_dir.parent.name == "before_last_1_stages"
+    (export,) = (caches["onnxruntime"].directory / "derived").glob("onnx_*.pt")  # not the pooled features'
+    assert export.stem.endswith("_before_last_1_stages")
+
+
 def test_onnx_runtime_matches_pytorch_and_a_later_run_never_exports_again(tmp_path, lite0):
     first, later = _images(3, seed=2), _images(4, seed=3)
     ort = FeatureCache("effnet_lite0", 32, tmp_path, load=lambda *_: lite0, runtime="onnxruntime").get(first, 2, CPU)

@@ -85,9 +85,9 @@ def train_transfer(params: Params, paths: TransferPaths, cache_dir: Path | None 
                 write_history(plots_dir / f"{experiment.name}.json", history)
         results = {e.name: results[e.name] for e in grid}  # in grid order, not training order
         write_json(paths.metrics_file, results)
-    for mode in context.modes.values():
+    for mode, states in context.checkpoints.items():
         if not mode.keeps_checkpoints:
-            shutil.rmtree(context.checkpoints[mode].directory, ignore_errors=True)
+            shutil.rmtree(states.directory, ignore_errors=True)
     return results
 
 

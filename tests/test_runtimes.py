@@ -121,7 +121,8 @@ def test_onnx_runtime_features_match_pytorch_for_every_backbone(tmp_path, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", backbones.BACKBONE_NAMES)
 def test_onnx_runtime_activations_of_the_frozen_part_match_pytorch_for_every_backbone(tmp_path, name):
-    """What enters the last stage, at the backbone's own input size, cached under its own key."""
+    """What enters the last stage, at the backbone's own input size, cached under its own key
+    (torchvision's backbones with random weights, as above)."""
     if name in backbones.OFFLINE_BACKBONES:
         backbone = backbones.load(name)
     else:
@@ -134,8 +135,11 @@ def test_onnx_runtime_activations_of_the_frozen_part_match_pytorch_for_every_bac
     computed = {runtime: cache.get(images, 2, CPU) for runtime, cache in caches.items()}
     frozen = backbones.split(backbone.features, 1)[0]
     assert computed["onnxruntime"].shape == (3, *frozen(torch.zeros(1, 3, *backbone.transform.crop_size * 2)).shape[1:])
-    torch.testing.assert_close(computed["onnxruntime"], computed["torch"], rtol=0, atol=1e-4)
-    assert computed["torch"].abs().max() > 0.1
+    # Unpooled, so float32's differences are not averaged away: within 1e-4 of their largest value
+    # (measured: effnet_b2 2.4e-4 of 6.3, effnet_b0 4.4e-5 of 6.9)
+    scale = computed["torch"].abs().max()
+    torch.testing.assert_close(computed["onnxruntime"], computed["torch"], rtol=0, atol=1e-4 * scale.item())
+    assert scale > 0.1
     assert caches["onnxruntime"].shards_dir.parent.name == "before_last_1_stages"
     (export,) = (caches["onnxruntime"].directory / "derived").glob("onnx_*.pt")  # not the pooled features'
     assert export.stem.endswith("_before_last_1_stages")

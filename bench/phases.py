@@ -147,69 +147,67 @@ def course_model(name: str, n_classes: int, config: dict, device) -> tuple[nn.Mo
     return nn.Sequential(backbone.transform, models.TransferModel(features, head)), head
 
 
-def phase_course(config: dict) -> dict:
-    """Bourke ch. 07: a fresh model per experiment; every epoch runs every batch through it all."""
-    from torch.utils.data import DataLoader, TensorDataset
+def final_test_accuracy(network: nn.Module, trainable, grid: dict, size: int, epochs: int, config: dict, desc: str):
+    """Train `network`'s `trainable` parameters on the grid's `size` train images for `epochs`
+    epochs, every batch through the whole network, with the config's seed, batch size and
+    optimizer (the seeded shuffle a DataLoader would draw); its last epoch's test accuracy."""
+    from torch.utils.data import TensorDataset
 
     from transferlab import engine
 
-    grid = load_grid_data(config)
-    device = engine.select_device()
+    generator = torch.Generator().manual_seed(config["seed"])
+    history = engine.train(
+        network,
+        engine.batch_loader(TensorDataset(*grid["train"][size]), config["batch_size"], generator),
+        engine.batch_loader(TensorDataset(*grid["test"]), config["batch_size"]),
+        nn.CrossEntropyLoss(),
+        engine.make_optimizer(config["optimizer"], trainable, config["lr"]),
+        epochs,
+        engine.select_device(),
+        desc=desc,
+    )
+    return history["test_acc"][-1]
+
+
+def experiments(config: dict):
+    """Every (model, train size, epochs) of the grid, each trained afresh by the reference loops."""
+    return itertools.product(config["models"], config["train_sizes"], config["epochs"])
+
+
+def phase_course(config: dict) -> dict:
+    """Bourke ch. 07: a fresh model per experiment; every epoch runs every batch through it all."""
+    from transferlab import engine
+
+    grid, device = load_grid_data(config), engine.select_device()
     accuracies = {}
-    for name, size, epochs in itertools.product(config["models"], config["train_sizes"], config["epochs"]):
+    for name, size, epochs in experiments(config):
         model, head = course_model(name, grid["n_classes"], config, device)
-        train_loader = DataLoader(
-            TensorDataset(*grid["train"][size]),
-            batch_size=config["batch_size"],
-            shuffle=True,
-            generator=torch.Generator().manual_seed(config["seed"]),
+        desc = f"course {name} {size} {epochs}"
+        accuracies[f"{size}_images-{name}-{epochs}_epochs"] = final_test_accuracy(
+            model, head.parameters(), grid, size, epochs, config, desc
         )
-        test_loader = DataLoader(TensorDataset(*grid["test"]), batch_size=config["batch_size"])
-        optimizer = engine.make_optimizer(config["optimizer"], head.parameters(), config["lr"])
-        history = engine.train(
-            model,
-            train_loader,
-            test_loader,
-            nn.CrossEntropyLoss(),
-            optimizer,
-            epochs,
-            device,
-            desc=f"course {name} {size} {epochs}",
-        )
-        accuracies[f"{size}_images-{name}-{epochs}_epochs"] = history["test_acc"][-1]
     return {"test_acc": accuracies}
 
 
 def phase_naive(config: dict) -> dict:
     """The last `trainable_stages` stages trained through the whole network, each experiment afresh:
     the same model, seed, batches and optimizer as the pipeline's, without its cached activations."""
-    from torch.utils.data import TensorDataset
-
     from transferlab import backbones, engine, models
 
-    grid = load_grid_data(config)
-    device, stages = engine.select_device(), config["trainable_stages"]
+    grid, device, stages = load_grid_data(config), engine.select_device(), config["trainable_stages"]
     accuracies = {}
-    for name, size, epochs in itertools.product(config["models"], config["train_sizes"], config["epochs"]):
+    for name, size, epochs in experiments(config):
         backbone = backbones.load(name, config["image_size"])
         frozen, tail = backbones.split(backbone.features, stages)
         models.freeze(frozen)
         engine.seed_everything(config["seed"], device)
         head = models.transfer_head(name, grid["n_classes"])
         network = nn.Sequential(backbone.transform, EvalModeBackbone(frozen), models.TailModel(tail, head))
-        generator = torch.Generator().manual_seed(config["seed"])
         trainable = [p for p in network.parameters() if p.requires_grad]
-        history = engine.train(
-            network,
-            engine.batch_loader(TensorDataset(*grid["train"][size]), config["batch_size"], generator),
-            engine.batch_loader(TensorDataset(*grid["test"]), config["batch_size"]),
-            nn.CrossEntropyLoss(),
-            engine.make_optimizer(config["optimizer"], trainable, config["lr"]),
-            epochs,
-            device,
-            desc=f"naive {name}+{stages} {size} {epochs}",
+        desc = f"naive {name}+{stages} {size} {epochs}"
+        accuracies[f"{size}_images-{name}+{stages}_stages-{epochs}_epochs"] = final_test_accuracy(
+            network, trainable, grid, size, epochs, config, desc
         )
-        accuracies[f"{size}_images-{name}+{stages}_stages-{epochs}_epochs"] = history["test_acc"][-1]
     return {"test_acc": accuracies}
 
 

@@ -98,15 +98,20 @@ def _calibrated(backbone: backbones.Backbone) -> backbones.Backbone:
     return backbone
 
 
+def _at_its_own_size(name: str) -> backbones.Backbone:
+    """The backbone at its own input size: the lite ones with their weights, torchvision's with
+    calibrated random weights (no network here)."""
+    if name in backbones.OFFLINE_BACKBONES:
+        return backbones.load(name)
+    return _calibrated(backbones.load(name, pretrained=False))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", backbones.BACKBONE_NAMES)
 def test_onnx_runtime_features_match_pytorch_for_every_backbone(tmp_path, name):
     """At the backbone's own input size, from the project's 32 px images (torchvision's backbones
     with random weights: no network here)."""
-    if name in backbones.OFFLINE_BACKBONES:
-        backbone = backbones.load(name)
-    else:
-        backbone = _calibrated(backbones.load(name, pretrained=False))
+    backbone = _at_its_own_size(name)
     images = _images(5, seed=1)
     computed = {
         runtime: FeatureCache(name, None, tmp_path, load=lambda *_: backbone, runtime=runtime).get(images, 2, CPU)
@@ -123,10 +128,7 @@ def test_onnx_runtime_features_match_pytorch_for_every_backbone(tmp_path, name):
 def test_onnx_runtime_activations_of_the_frozen_part_match_pytorch_for_every_backbone(tmp_path, name):
     """What enters the last stage, at the backbone's own input size, cached under its own key
     (torchvision's backbones with random weights, as above)."""
-    if name in backbones.OFFLINE_BACKBONES:
-        backbone = backbones.load(name)
-    else:
-        backbone = _calibrated(backbones.load(name, pretrained=False))
+    backbone = _at_its_own_size(name)
     images = _images(3, seed=1)
     caches = {
         runtime: FeatureCache(name, None, tmp_path, load=lambda *_: backbone, runtime=runtime, trainable_stages=1)

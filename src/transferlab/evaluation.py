@@ -125,7 +125,7 @@ def log_projector(
     embedded = set()
     for name, classifier in classifiers.items():
         if classifier.kind == "tinyvgg":
-            model = classifier.model
+            model = classifier.model.cpu()  # scoring may have moved it to an accelerator
             with torch.no_grad():
                 features = model.block_2(model.block_1(thumbnails)).flatten(1)
             board.log_embedding(f"{name}_penultimate", features, names, thumbnails)

@@ -17,5 +17,5 @@ def test_confusion_figure_labels_its_axes_and_cells():
     (ax, _colorbar) = figure.axes
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted class", "true class")
     assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "dog", "ship"]
-    assert ax.get_title() == "m: 75.0% of 4 test images"
+    assert ax.get_title() == "m\n75.0% of 4 test images"
     assert sorted(t.get_text() for t in ax.texts) == ["0"] * 5 + ["1"] * 4

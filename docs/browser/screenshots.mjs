@@ -99,8 +99,26 @@ async function dvcPlots(browser) {
   await page.close();
 }
 
+const escapeRegex = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+async function typeInto(page, label, text) {
+  // a Polymer paper-input of TensorBoard's dashboards (in shadow roots), by its label
+  const found = await page.evaluate(
+    (label, text) => {
+      const input = deepQuery(document, `paper-input[label^="${label}"]`);
+      if (input) input.value = text;
+      return Boolean(input);
+    },
+    label,
+    text,
+  );
+  if (!found) throw new Error(`no input labelled ${label}`);
+  await sleep(3000);
+}
+
 async function tensorBoard(browser) {
   const base = `http://localhost:${PORT}/?darkMode=false`;
+  const best = JSON.parse(readFileSync(path.join(project, "metrics/best.json"), "utf8")).name;
   const page = await browser.newPage();
   await page.setViewport({ width: 1440, height: 900 });
   await page.evaluateOnNewDocument(PROJECTOR_HELPERS); // every frame, the projector's included
@@ -108,16 +126,28 @@ async function tensorBoard(browser) {
     await page.goto(`${base}#${hash}`, { waitUntil: "networkidle0", timeout: 120000 });
     await sleep(settle);
   };
-  await open("timeseries", 6000);
+  await open("timeseries", 6000); // the run list: one entry per model
   await shootPage(page, "tensorboard_runs_and_scalars");
-  await open("custom_scalars", 6000);
+  await open("custom_scalars", 6000); // train and test in one chart, for TinyVGG and the best model
+  const bestRun = `transfer/${best.replaceAll("-", "/")}`; // its run directory (Experiment.run_name)
+  await typeInto(page, "Write a regex to filter runs", `^(tinyvgg|${escapeRegex(bestRun)})$`);
   await shootPage(page, "tensorboard_custom_scalars");
+  await page.setViewport({ width: 1800, height: 800 }); // every column of the HParams table
   await open("hparams", 6000);
   await shootPage(page, "tensorboard_hparams");
-  await open("pr_curves", 6000);
+  await page.setViewport({ width: 1440, height: 900 });
+  await open("pr_curves", 6000); // the best model's per-class curves
+  await typeInto(page, "Filter tags", `^${escapeRegex(best)}/`);
   await shootPage(page, "tensorboard_pr_curves");
-  await open("images", 6000);
+  await page.setViewport({ width: 1440, height: 1480 }); // both figures, one above the other
+  await open("images", 6000); // the confusion figures of TinyVGG and the best model, full size
+  await typeInto(page, "Filter tags", `^confusion/(tinyvgg|${escapeRegex(best)})$`);
+  await page.evaluate(() => {
+    deepQuery(document, "tf-image-dashboard")._actualSize = true; // "Show actual image size"
+  });
+  await sleep(3000);
   await shootPage(page, "tensorboard_confusion");
+  await page.setViewport({ width: 1440, height: 900 });
   await open("projector", 20000); // the projector loads the first tensor and runs PCA
   const projector = page.frames().find((f) => f.url().includes("projector_binary.html"));
   const tensors = await projector.evaluate(() => dataPanel().tensorNames.map((t) => t.name));
@@ -137,16 +167,18 @@ async function tensorBoard(browser) {
   await page.close();
 }
 
-// In the projector's frame: its Polymer elements sit in nested shadow roots.
+// In every frame: TensorBoard's Polymer elements sit in nested shadow roots.
 const PROJECTOR_HELPERS = `
-  window.deepFind = (root, tag) => {
+  window.deepQuery = (root, selector) => {
+    const here = root.querySelector(selector);
+    if (here) return here;
     for (const el of root.querySelectorAll("*")) {
-      if (el.tagName.toLowerCase() === tag) return el;
-      const inner = el.shadowRoot && window.deepFind(el.shadowRoot, tag);
+      const inner = el.shadowRoot && window.deepQuery(el.shadowRoot, selector);
       if (inner) return inner;
     }
     return null;
   };
+  window.deepFind = (root, tag) => window.deepQuery(root, tag);
   window.dataPanel = () => window.deepFind(document, "vz-projector-data-panel");
 `;
 

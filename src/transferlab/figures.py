@@ -57,7 +57,7 @@ def confusion_figure(labels: torch.Tensor, predicted: torch.Tensor, classes: lis
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     accuracy = np.trace(counts) / max(counts.sum(), 1)
-    ax.set_title(f"{title}: {accuracy:.1%} of {counts.sum():,} test images", fontsize=10)
+    ax.set_title(f"{title}\n{accuracy:.1%} of {counts.sum():,} test images", fontsize=10)
     for (row, col), count in np.ndenumerate(counts):
         ax.text(
             col, row, count, ha="center", va="center", fontsize=7, color="white" if shares[row, col] > 0.5 else "black"

@@ -1,11 +1,14 @@
 # The README's two commands: `make repro` (the pipeline) and `make test` (the tests).
 # Both create the virtual environment .venv on first use and reuse it afterwards.
+# `make vega`: vega, vega-lite, vega-embed (and puppeteer-core) from npm into docs/browser/node_modules,
+# for `dvc plots show` offline; `make screenshots PROJECT=DIR`: docs/img from a project after
+# `dvc repro` (docs/browser/real_run.py makes one), in Debian's chromium (apt-get install chromium).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test venv
+.PHONY: repro test venv vega screenshots
 
 repro: $(STAMP)
 	dvc repro
@@ -16,6 +19,19 @@ test: $(STAMP)
 	python -m pytest
 
 venv: $(STAMP)
+
+BROWSER := docs/browser
+
+vega: $(BROWSER)/node_modules/.package-lock.json
+
+$(BROWSER)/node_modules/.package-lock.json: $(BROWSER)/package.json $(BROWSER)/package-lock.json
+	npm ci --prefix $(BROWSER) --no-audit --no-fund
+
+screenshots: $(STAMP) vega
+	@test -n "$(PROJECT)" || { echo "usage: make screenshots PROJECT=<a project after dvc repro>"; exit 2; }
+	@command -v chromium >/dev/null || { echo "needs Debian's chromium: apt-get install -y chromium"; exit 2; }
+	node $(BROWSER)/screenshots.mjs $(PROJECT) docs/img
+	python $(BROWSER)/shrink.py docs/img
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

@@ -85,7 +85,7 @@ def test_two_processes_train_tinyvgg_to_the_one_process_weights(one_process, tmp
         assert values == pytest.approx(one_history[key], abs=1e-5)
     # The leader alone wrote: one state per epoch, each epoch logged once.
     assert sorted(path.name for path in states.glob("epoch_*.pt")) == [f"epoch_000{e}.pt" for e in (1, 2, 3)]
-    assert [event.step for event in events(tmp_path / "runs_2" / "Loss_train").Scalars("Loss")] == [1, 2, 3]
+    assert [event.step for event in events(tmp_path / "runs_2").Scalars("Loss/train")] == [1, 2, 3]
 
 
 @pytest.mark.slow
@@ -97,7 +97,7 @@ def test_two_processes_resume_from_the_latest_state(one_process, tmp_path, capfd
     assert "resuming after epoch 2/3" in capfd.readouterr().err
     for key, weights in rerun.model.state_dict().items():
         torch.testing.assert_close(weights, one_process[1][key], atol=1e-5, rtol=0)
-    assert [event.step for event in events(tmp_path / "runs_2" / "Loss_train").Scalars("Loss")] == [1, 2, 3]
+    assert [event.step for event in events(tmp_path / "runs_2").Scalars("Loss/train")] == [1, 2, 3]
 
 
 class FailingInSecondProcess(nn.Module):
@@ -178,7 +178,7 @@ def test_train_tinyvgg_on_two_processes_matches_one(project):
         torch.testing.assert_close(weights, one_process[key], atol=1e-5, rtol=0)
     metrics = json.loads((project / "metrics/tinyvgg.json").read_text())
     assert metrics == pytest.approx(one_metrics, abs=1e-5)
-    assert [event.step for event in events(project / "runs/tinyvgg/Loss_test").Scalars("Loss")] == [1, 2]
+    assert [event.step for event in events(project / "runs/tinyvgg").Scalars("Loss/test")] == [1, 2]
 
 
 def _start_repro(project: Path, stage: str) -> subprocess.Popen:
@@ -241,7 +241,7 @@ def test_fine_tuning_on_two_processes_writes_every_output_once(project):
         assert checkpoint["config"]["frozen"] is False
         epochs = int(name.split("-")[-1].split("_")[0])
         run_dir = project / "runs/transfer" / name.replace("-", "/")
-        assert [event.step for event in events(run_dir / "Loss_train").Scalars("Loss")] == list(range(1, epochs + 1))
+        assert [event.step for event in events(run_dir).Scalars("Loss/train")] == list(range(1, epochs + 1))
         assert 0 <= metrics[name]["test_acc"] <= 1
     assert result.stderr.count("resuming after epoch 1/2") == 2, "2 epochs continue the 1-epoch runs"
     assert not (project / "checkpoints/train_transfer").exists()

@@ -219,12 +219,13 @@ def test_stage_cmd_matches_its_paths_and_outputs(stage_name):
 
 def test_path_drift_reports_swapped_and_undeclared_paths():
     stage = dict(STAGES["train_tinyvgg"])
-    swapped = stage["cmd"].replace("metrics/tinyvgg.json plots/tinyvgg.json", "plots/tinyvgg.json metrics/tinyvgg.json")
+    swapped = stage["cmd"].replace("metrics/tinyvgg.json plots/tinyvgg", "plots/tinyvgg metrics/tinyvgg.json")
     assert path_drift("t", {**stage, "cmd": swapped}) == [
-        "stage 't': writes plots/tinyvgg.json, which is not in its metrics",
+        "stage 't': writes plots/tinyvgg, which is not in its metrics",
         "stage 't': metrics lists metrics/tinyvgg.json, which its cmd does not write there",
         "stage 't': writes metrics/tinyvgg.json, which is not in its plots",
-        "stage 't': plots lists plots/tinyvgg.json, which its cmd does not write there",
+        "stage 't': plots lists plots/tinyvgg/loss.json, which its cmd does not write there",
+        "stage 't': plots lists plots/tinyvgg/accuracy.json, which its cmd does not write there",
     ]
     undeclared = {**stage, "outs": [out for out in stage["outs"] if out != "runs/tinyvgg"]}
     assert path_drift("t", undeclared) == ["stage 't': writes runs/tinyvgg, which is not in its outs"]

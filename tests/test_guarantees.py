@@ -17,7 +17,12 @@ from transferlab.outputs import load_torch
 
 pytestmark = pytest.mark.slow
 
-TINYVGG_OUTPUTS = ["models/tinyvgg.pt", "metrics/tinyvgg.json", "plots/tinyvgg.json"]
+TINYVGG_OUTPUTS = [
+    "models/tinyvgg.pt",
+    "metrics/tinyvgg.json",
+    "plots/tinyvgg/loss.json",
+    "plots/tinyvgg/accuracy.json",
+]
 CHECKPOINTS = Path("checkpoints/train_tinyvgg")  # <run fingerprint>/epoch_NNNN.pt, the newest kept
 EPOCHS = 400  # ~10 s of TinyVGG here: wide enough that the kill lands mid-training on a busy machine
 

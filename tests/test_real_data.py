@@ -78,7 +78,7 @@ def tinyvgg_metrics(workdir, real_params, prepared, monkeypatch_module) -> dict:
         *prepared,
         workdir / "tinyvgg.pt",
         workdir / "tinyvgg.json",
-        workdir / "tinyvgg_plot.json",
+        workdir / "tinyvgg_plots",
         workdir / "runs/tinyvgg",
     )
     return train_tinyvgg(real_params, paths)

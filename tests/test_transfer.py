@@ -1,5 +1,6 @@
 """transfer: the grid, and train_transfer on the engine (frozen heads and fine-tuning)."""
 
+import json
 from pathlib import Path
 
 import torch
@@ -72,7 +73,15 @@ def assert_same_experiment(name, results, out, other_results, other_out):
         load_torch(out / "models" / f"{name}.pt")["state_dict"],
         load_torch(other_out / "models" / f"{name}.pt")["state_dict"],
     )
-    assert (out / "plots" / f"{name}.json").read_text() == (other_out / "plots" / f"{name}.json").read_text()
+    for metric in ("loss", "accuracy"):
+        assert curves(out, metric, name) == curves(other_out, metric, name)
+
+
+def curves(out: Path, metric: str, experiment: str) -> list[dict]:
+    """One experiment's rows of a grid's curve file (`plots/<metric>.json`)."""
+    return [
+        row for row in json.loads((out / "plots" / f"{metric}.json").read_text()) if row["experiment"] == experiment
+    ]
 
 
 def test_grid_trains_each_model_and_size_once_to_its_longest_epochs(grid_run, monkeypatch):
@@ -82,6 +91,19 @@ def test_grid_trains_each_model_and_size_once_to_its_longest_epochs(grid_run, mo
     assert list(results) == ["6_images-effnet_lite0-3_epochs", "6_images-effnet_lite0-1_epochs"]  # grid order
     assert list(saved_epochs("features/heads").values()) == [[1, 2, 3]]  # the heads' states are kept
     assert not Path("checkpoints").exists()
+    hparams = load_torch(out / "models" / "6_images-effnet_lite0-3_epochs.pt")["hparams"]
+    assert hparams == {  # carried for evaluate (HParams, accuracy by train size), never parsed from names
+        "model": "effnet_lite0",
+        "train_size": 6,
+        "epochs": 3,
+        "trainable_stages": 0,
+        "freeze": True,
+        "runtime": hparams["runtime"],
+        "optimizer": "adam",
+        "lr": 0.001,
+        "batch_size": 3,
+        "processes": 1,
+    }
     for epochs in (1, 3):  # each equals the experiment trained alone, from nothing
         name = f"6_images-effnet_lite0-{epochs}_epochs"
         assert_same_experiment(name, results, out, *grid_run(epochs=epochs, cache=f"alone{epochs}"))

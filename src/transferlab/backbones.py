@@ -65,6 +65,12 @@ def info(name: str) -> BackboneInfo:
     return BACKBONES[name]
 
 
+def label(name: str, trainable_stages: int = 0) -> str:
+    """The backbone and how much of it trains, as experiments are named: effnet_b0 (frozen),
+    effnet_b0+1_stages (its last stage trained too)."""
+    return f"{name}+{trainable_stages}_stages" if trainable_stages else name
+
+
 def input_size(name: str, image_size: int | None = None) -> int:
     """The crop size a backbone runs at: `image_size`, or the weights' own."""
     return image_size or info(name).image_size

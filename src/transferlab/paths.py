@@ -47,7 +47,7 @@ class TinyVGGPaths:
     subsets_dir: Path = reads("the subsets")
     model_file: Path = writes("the trained model")
     metrics_file: Path = writes("final metrics", "metrics")
-    plots_file: Path = writes("per-epoch history", "plots")
+    plots_dir: Path = writes("per-epoch loss and accuracy curves (loss.json, accuracy.json)", "plots")
     runs_dir: Path = writes("the TensorBoard run")
 
 
@@ -57,7 +57,7 @@ class TransferPaths:
     subsets_dir: Path = reads("the subsets")
     models_dir: Path = writes("one trained model per experiment")
     metrics_file: Path = writes("every experiment's final metrics", "metrics")
-    plots_dir: Path = writes("one per-epoch history per experiment", "plots")
+    plots_dir: Path = writes("every experiment's per-epoch curves (loss.json, accuracy.json)", "plots")
     runs_dir: Path = writes("one TensorBoard run per experiment")
     summaries_dir: Path = writes("torchinfo summaries, one per backbone")
 
@@ -70,6 +70,8 @@ class EvaluatePaths:
     transfer_dir: Path = reads("the transfer experiments' models")
     metrics_file: Path = writes("every model's test metrics", "metrics")
     confusion_dir: Path = writes("one confusion matrix per model", "plots")
+    summary_file: Path = writes("test accuracy against train size, per backbone", "plots")
+    runs_dir: Path = writes("the TensorBoard run: PR curves, confusion figures, projector, HParams configuration")
 
 
 @dataclass(frozen=True)

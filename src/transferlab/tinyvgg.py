@@ -16,7 +16,7 @@ from transferlab.outputs import save_torch, write_json
 from transferlab.params import Params
 from transferlab.paths import TinyVGGPaths
 from transferlab.subsets import load as load_subsets
-from transferlab.tracking import TensorBoardRun, final_metrics, trace_graph, write_history
+from transferlab.tracking import TensorBoardRun, final_metrics, trace_graph, write_curves
 from transferlab.training import TrainingRun, fit, hparam_metrics
 
 CHECKPOINTS = Path("checkpoints/train_tinyvgg")
@@ -39,22 +39,21 @@ def train_tinyvgg(params: Params, paths: TinyVGGPaths) -> dict:
     run = TrainingRun(model, train_set, test_set, p, params.seed, params.processes)
     history = fit(run, p.epochs, device, board, checkpoints, desc="tinyvgg")
     metrics = final_metrics(history) | models.count_parameters(model)
-    board.log_hparams(
-        {
-            "model": "tinyvgg",
-            "train_size": len(train_set),
-            "epochs": p.epochs,
-            "hidden_units": p.hidden_units,
-            "optimizer": p.optimizer,
-            "lr": p.lr,
-            "batch_size": p.batch_size,
-            "processes": params.processes,
-        },
-        hparam_metrics(metrics),
-    )
+    hparams = {
+        "model": "tinyvgg",
+        "train_size": len(train_set),
+        "epochs": p.epochs,
+        "hidden_units": p.hidden_units,
+        "optimizer": p.optimizer,
+        "lr": p.lr,
+        "batch_size": p.batch_size,
+        "processes": params.processes,
+    }
+    board.log_hparams(hparams, hparam_metrics(metrics))
     board.close()
-    save_torch(paths.model_file, models.tinyvgg_checkpoint(model.cpu(), dataset.classes, p.hidden_units, image_size))
-    write_history(paths.plots_file, history)
+    checkpoint = models.tinyvgg_checkpoint(model.cpu(), dataset.classes, p.hidden_units, image_size)
+    save_torch(paths.model_file, checkpoint | {"hparams": hparams})  # hparams: for evaluate's HParams and summary
+    write_curves(paths.plots_dir, {"tinyvgg": history})
     write_json(paths.metrics_file, metrics)
     shutil.rmtree(checkpoints.directory, ignore_errors=True)
     return metrics

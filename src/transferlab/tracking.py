@@ -1,5 +1,16 @@
-"""Experiment tracking: TensorBoard runs beside DVC metrics and plots files."""
+"""Experiment tracking: TensorBoard runs beside DVC metrics and plots files.
 
+TensorBoard: one run directory per model (no sub-runs), its curves as `Loss/train`, `Loss/test`,
+`Accuracy/train`, `Accuracy/test`, and a custom-scalars layout that draws train and test of each
+in one chart named `Loss` and `Accuracy`. Training runs log their hyperparameters as HParams
+sessions; the experiment's HParams configuration (every hparam's discrete domain, the metrics) is
+written once, by the stage that sees every model (`log_hparams_config`).
+
+DVC: curves are long-format files, one per metric (`loss.json`, `accuracy.json`), one row per
+experiment, split and epoch, so one chart per metric overlays every experiment of a stage.
+"""
+
+import numbers
 import shutil
 import warnings
 from pathlib import Path
@@ -7,7 +18,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from transferlab.outputs import write_json
+from transferlab import backbones
+from transferlab.outputs import atomic_dir, write_json
+
+CURVES = {"Loss": "loss", "Accuracy": "acc"}  # TensorBoard chart name -> history key suffix
+SPLITS = ("train", "test")
+HPARAM_METRICS = ("test_acc", "test_loss")
 
 
 class TensorBoardRun:
@@ -25,11 +41,19 @@ class TensorBoardRun:
         self.writer = SummaryWriter(str(self.log_dir))
 
     def log_epochs(self, history: dict[str, list[float]], first: int = 1) -> None:
-        """Log epochs `first`.. of `history` (1-based)."""
+        """Log epochs `first`.. of `history` (1-based) as `Loss/train`, `Loss/test`, ... in this run;
+        the first epoch also writes the layout that shows train and test in one chart.
+
+        Scalars go to this run, never to a sub-run per line (`add_scalars` writes one run per line,
+        five entries in TensorBoard's run list for one model)."""
+        if first == 1:
+            self.writer.add_custom_scalars(
+                {"Curves": {chart: ["Multiline", [f"{chart}/{split}" for split in SPLITS]] for chart in CURVES}}
+            )
         for epoch in range(first, len(history["train_loss"]) + 1):
-            row = {key: values[epoch - 1] for key, values in history.items()}
-            self.writer.add_scalars("Loss", {"train": row["train_loss"], "test": row["test_loss"]}, epoch)
-            self.writer.add_scalars("Accuracy", {"train": row["train_acc"], "test": row["test_acc"]}, epoch)
+            for chart, key in CURVES.items():
+                for split in SPLITS:
+                    self.writer.add_scalar(f"{chart}/{split}", history[f"{split}_{key}"][epoch - 1], epoch)
 
     def log_graph(self, traced: tuple[bytes, bytes]) -> None:
         """Write a graph from `trace_graph` (trace once, log it into every run of that model)."""
@@ -40,10 +64,59 @@ class TensorBoardRun:
         self.writer.file_writer.add_graph((GraphDef.FromString(graph_def), RunMetadata.FromString(run_metadata)))
 
     def log_hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
-        self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
+        """This run as one HParams session: its hyperparameters and final metrics. Not the
+        experiment's configuration (`log_hparams_config`): TensorBoard reads the first one it
+        finds, so one run alone, which sees every model's values, writes it."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        _, session_start, session_end = hparams_summaries(hparams_values(hparams), {})
+        self.writer.file_writer.add_summary(session_start)
+        self.writer.file_writer.add_summary(session_end)
+        for key, value in metrics.items():
+            self.writer.add_scalar(f"hparam/{key}", value)
+
+    def log_hparams_config(self, sessions: list[dict]) -> None:
+        """The HParams experiment: every hyperparameter the `sessions` (their `log_hparams` dicts)
+        have, as a discrete domain of the values they take, and the final test metrics."""
+        from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        seen: dict[str, set] = {}
+        for session in sessions:
+            for key, value in hparams_values(session).items():
+                seen.setdefault(key, set()).add(value)
+        # one type per domain, as TensorBoard requires: numbers as floats, anything mixed as text
+        domains = {
+            key: sorted(float(v) for v in values)
+            if all(isinstance(v, numbers.Number) for v in values)
+            else sorted({str(v) for v in values})
+            for key, values in seen.items()
+        }
+        example = {key: domain[0] for key, domain in domains.items()}
+        metrics = {f"hparam/{key}": 0.0 for key in HPARAM_METRICS}
+        experiment, _, _ = hparams_summaries(example, metrics, domains)
+        # `differs`: the dashboard shows the hparams that vary first (five by default)
+        content = experiment.value[0].metadata.plugin_data
+        data = HParamsPluginData.FromString(content.content)
+        for info in data.experiment.hparam_infos:
+            info.differs = len(domains[info.name]) > 1
+        content.content = data.SerializeToString()
+        self.writer.file_writer.add_summary(experiment)
 
     def log_figure(self, tag: str, figure) -> None:
         self.writer.add_figure(tag, figure)
+
+    def log_pr_curves(self, model: str, probabilities: torch.Tensor, labels: torch.Tensor, classes: list[str]):
+        """One precision-recall curve per class (one-vs-rest on the softmax probabilities), tagged
+        `<model>/<class>` so TensorBoard groups a model's classes together."""
+        for index, name in enumerate(classes):
+            self.writer.add_pr_curve(f"{model}/{name}", labels == index, probabilities[:, index])
+
+    def log_embedding(self, tag: str, features: torch.Tensor, classes: list[str], images: torch.Tensor):
+        """Points for the projector: `features` (N x D), labelled with class names, each shown as
+        its image (`images`: N x 3 x H x W floats in [0, 1]). Stored at 4 decimals (the projector
+        reads text: full precision doubles the files and changes nothing it shows)."""
+        self.writer.add_embedding(features.double().round(decimals=4), metadata=classes, label_img=images, tag=tag)
 
     def close(self) -> None:
         self.writer.close()
@@ -68,21 +141,66 @@ def trace_graph(model: nn.Module, example_input: torch.Tensor) -> tuple[bytes, b
     return graph_def.SerializeToString(), run_metadata.SerializeToString()
 
 
-def history_records(history: dict[str, list[float]]) -> list[dict[str, float]]:
-    """Per-epoch rows for a DVC plots file: [{"epoch": 1, "train_loss": ..., ...}, ...]."""
-    keys = list(history)
-    return [
-        {"epoch": epoch, **{key: history[key][epoch - 1] for key in keys}}
-        for epoch in range(1, len(history[keys[0]]) + 1)
-    ]
-
-
 def final_metrics(history: dict[str, list[float]]) -> dict[str, float]:
     return {key: round(values[-1], 6) for key, values in history.items()}
 
 
-def write_history(path: str | Path, history: dict[str, list[float]]) -> None:
-    write_json(path, history_records(history))
+def curve_records(histories: dict[str, dict[str, list[float]]], key: str) -> list[dict]:
+    """Long-format rows of one metric (`loss` or `acc`) for DVC plots: one per experiment, split
+    and epoch, `{"experiment", "split", "epoch", <key>}`; a chart colours by experiment and dashes
+    by split."""
+    return [
+        {"experiment": name, "split": split, "epoch": epoch, key: value}
+        for name, history in histories.items()
+        for split in SPLITS
+        for epoch, value in enumerate(history[f"{split}_{key}"], start=1)
+    ]
+
+
+def write_curves(directory: str | Path, histories: dict[str, dict[str, list[float]]]) -> None:
+    """`loss.json` and `accuracy.json` in `directory` (replaced as a whole): every experiment's
+    per-epoch curves, one file per metric so that loss and accuracy never share a chart's axis."""
+    with atomic_dir(directory) as tmp:
+        for chart, key in CURVES.items():
+            write_json(tmp / f"{chart.lower()}.json", curve_records(histories, key))
+
+
+def hparams_values(hparams: dict) -> dict:
+    """`hparams` as the HParams dashboard takes them: numbers and strings (a bool as `true`/`false`,
+    which TensorBoard would otherwise show as 0/1); unset values left out."""
+    return {
+        key: str(value).lower() if isinstance(value, bool) else value
+        for key, value in hparams.items()
+        if isinstance(value, str | numbers.Number)
+    }
+
+
+def accuracy_by_train_size(results: dict[str, dict], hparams: dict[str, dict], baselines: set[str]) -> list[dict]:
+    """Rows for the summary chart, test accuracy against train size, `{"model", "train_size",
+    "test_acc", "kind"}`: per pretrained backbone (and depth trained, `backbones.label`) and train
+    size, its best experiment (the best
+    over the grid's other axes, e.g. epochs); each of the `baselines` (models trained from
+    scratch, TinyVGG) as a level across those train sizes, labelled with the images it trained on.
+    `hparams`: each model's `model` and `train_size`, by name."""
+    best: dict[tuple[str, int], float] = {}
+    for name in hparams.keys() - baselines:
+        key = (
+            backbones.label(hparams[name]["model"], hparams[name].get("trainable_stages", 0)),
+            hparams[name]["train_size"],
+        )
+        best[key] = max(best.get(key, 0.0), results[name]["test_acc"])
+    sizes = sorted({size for _, size in best})
+    rows = [
+        {"model": model, "train_size": size, "test_acc": acc, "kind": "transfer"}
+        for (model, size), acc in sorted(best.items())
+    ]
+    for name in sorted(baselines & hparams.keys()):
+        label = f"{hparams[name]['model']} ({hparams[name]['train_size']:,} images, from scratch)"
+        rows += [
+            {"model": label, "train_size": size, "test_acc": results[name]["test_acc"], "kind": "baseline"}
+            for size in sizes
+        ]
+    return rows
 
 
 def print_metrics(results: dict[str, dict]) -> None:

@@ -8,6 +8,7 @@ the next continues from its saved state (`training.fit`).
 """
 
 import copy
+import dataclasses
 import itertools
 import shutil
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from transferlab.outputs import atomic_dir, save_torch, write_json, write_text
 from transferlab.params import Params
 from transferlab.paths import TransferPaths
 from transferlab.subsets import load as load_subsets
-from transferlab.tracking import TensorBoardRun, final_metrics, trace_graph, write_history
+from transferlab.tracking import TensorBoardRun, final_metrics, trace_graph, write_curves
 from transferlab.training import TrainingRun, fit, hparam_metrics
 
 
@@ -39,7 +40,7 @@ class Experiment:
 
     @property
     def backbone_label(self) -> str:
-        return backbone_label(self.model, self.trainable_stages)
+        return backbones.label(self.model, self.trainable_stages)
 
     @property
     def run_name(self) -> str:
@@ -49,11 +50,6 @@ class Experiment:
     @property
     def name(self) -> str:
         return self.run_name.replace("/", "-")
-
-
-def backbone_label(model: str, trainable_stages: int) -> str:
-    """The backbone and how much of it trains: effnet_b0 (frozen), effnet_b0+1_stages."""
-    return f"{model}+{trainable_stages}_stages" if trainable_stages else model
 
 
 def expand_grid(params: Params) -> list[Experiment]:
@@ -67,23 +63,20 @@ def train_transfer(params: Params, paths: TransferPaths, cache_dir: Path | None 
     summaries. `cache_dir`: the machine-wide cache, by default `cache.root()`."""
     grid = expand_grid(params)
     context = GridContext(params, paths, cache_dir)
-    results = {}
+    results, histories = {}, {}
     shutil.rmtree(paths.runs_dir, ignore_errors=True)
-    with (
-        atomic_dir(paths.models_dir) as models_dir,
-        atomic_dir(paths.plots_dir) as plots_dir,
-        atomic_dir(paths.summaries_dir) as summaries_dir,
-    ):
+    with atomic_dir(paths.models_dir) as models_dir, atomic_dir(paths.summaries_dir) as summaries_dir:
         for name, stages in itertools.product(params.model, params.trainable_stages):
             backbone = BackboneRuns(context, name, stages)
             write_text(summaries_dir / f"{backbone.label}.txt", backbone.summary)
             runs = (e for e in grid if (e.model, e.trainable_stages) == (name, stages))
             # shortest first, so a longer run of the same model and train size continues it
             for experiment in sorted(runs, key=lambda e: e.epochs):
-                network, history, results[experiment.name] = backbone.train(experiment)
-                save_torch(models_dir / f"{experiment.name}.pt", backbone.checkpoint(network))
-                write_history(plots_dir / f"{experiment.name}.json", history)
+                network, histories[experiment.name], results[experiment.name] = backbone.train(experiment)
+                checkpoint = backbone.checkpoint(network) | {"hparams": backbone.hparams(experiment)}
+                save_torch(models_dir / f"{experiment.name}.pt", checkpoint)
         results = {e.name: results[e.name] for e in grid}  # in grid order, not training order
+        write_curves(paths.plots_dir, {e.name: histories[e.name] for e in grid})
         write_json(paths.metrics_file, results)
     for mode, states in context.checkpoints.items():
         if not mode.keeps_checkpoints:
@@ -117,7 +110,7 @@ class BackboneRuns:
 
     def __init__(self, context: GridContext, name: str, stages: int):
         self.context, self.name, self.stages = context, name, stages
-        self.label = backbone_label(name, stages)
+        self.label = backbones.label(name, stages)
         p, n_classes = context.params.transfer, context.n_classes
         self.cache = FeatureCache(
             name,
@@ -164,23 +157,22 @@ class BackboneRuns:
             desc=experiment.name,
         )
         metrics = final_metrics(history) | self.mode.parameter_counts(network)
-        board.log_hparams(
-            {
-                "model": self.name,
-                "train_size": experiment.train_size,
-                "epochs": experiment.epochs,
-                "trainable_stages": experiment.trainable_stages,
-                "freeze": p.freeze,
-                "runtime": self.context.runtime,
-                "optimizer": p.optimizer,
-                "lr": p.lr,
-                "batch_size": p.batch_size,
-                "processes": context.params.processes,
-            },
-            hparam_metrics(metrics),
-        )
+        board.log_hparams(self.hparams(experiment), hparam_metrics(metrics))
         board.close()
         return network, history, metrics
+
+    def hparams(self, experiment: Experiment) -> dict:
+        """The experiment's hyperparameters (its grid axes, then the shared settings), for HParams
+        and carried in its checkpoint so that later stages know them without parsing names."""
+        p = self.context.params.transfer
+        return dataclasses.asdict(experiment) | {
+            "freeze": p.freeze,
+            "runtime": self.context.runtime,
+            "optimizer": p.optimizer,
+            "lr": p.lr,
+            "batch_size": p.batch_size,
+            "processes": self.context.params.processes,
+        }
 
     def checkpoint(self, network: nn.Module) -> dict:
         """What is saved of a trained network, with what rebuilds it."""

@@ -126,8 +126,7 @@ class FeatureCache:
             )
             features = torch.cat(parts)
         else:
-            extract = self._extractor(images.shape[1:3], device)
-            features = compute(extract, new_images, batch_size, desc)
+            features = compute(self._extractor(images.shape[1:3], device), new_images, batch_size, desc)
         name = hashlib.sha1("".join(new_keys).encode()).hexdigest()[:20]
         save_torch(self.shards_dir / f"{name}.pt", {"keys": new_keys, "features": features})
         self._shards_read.add(f"{name}.pt")

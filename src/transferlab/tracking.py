@@ -178,9 +178,9 @@ def hparams_values(hparams: dict) -> dict:
 def accuracy_by_train_size(results: dict[str, dict], hparams: dict[str, dict], baselines: set[str]) -> list[dict]:
     """Rows for the summary chart, test accuracy against train size, `{"model", "train_size",
     "test_acc", "kind"}`: per pretrained backbone (and depth trained, `backbones.label`) and train
-    size, its best experiment (the best
-    over the grid's other axes, e.g. epochs); each of the `baselines` (models trained from
-    scratch, TinyVGG) as a level across those train sizes, labelled with the images it trained on.
+    size, its best experiment (the best over the grid's other axes, e.g. epochs); each of the
+    `baselines` (models trained from scratch, TinyVGG) as a level across those train sizes,
+    labelled with the images it trained on.
     `hparams`: each model's `model` and `train_size`, by name."""
     best: dict[tuple[str, int], float] = {}
     for name in hparams.keys() - baselines:

@@ -161,13 +161,24 @@ def test_onnx_runtime_matches_pytorch_and_a_later_run_never_exports_again(tmp_pa
     assert again.stats() == {"images": 7, "entries": 7, "shards": 2}
 
 
+def test_the_fixed_batch_export_takes_any_number_of_images(lite0):
+    """Exported for batches of EXPORT_BATCH: more images run in several, fewer are padded, and an
+    image's features do not depend on which batch (or padding) it ran with."""
+    exported = runtimes.onnx_features(runtimes.export_onnx(lite0, 32, 32), "effnet_lite0")
+    images = _images(runtimes.EXPORT_BATCH + 1, seed=6)
+    features = exported(images)
+    assert features.shape == (len(images), lite0.num_features)
+    torch.testing.assert_close(features, runtimes.torch_features(lite0, CPU)(images), rtol=0, atol=1e-4)
+    torch.testing.assert_close(exported(images[-2:]), features[-2:], rtol=0, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_images_of_another_size_get_their_own_export(tmp_path, lite0):
     cache = FeatureCache("effnet_lite0", 32, tmp_path, load=lambda *_: lite0, runtime="onnxruntime")
     out = cache.get(_images(2, seed=4, size=40), 2, CPU)
     torch.testing.assert_close(out, runtimes.torch_features(lite0, CPU)(_images(2, seed=4, size=40)), rtol=0, atol=1e-4)
     assert [p.name for p in (cache.directory / "derived").glob("onnx_*")] == [
-        f"onnx_40x40_torch-{importlib.metadata.version('torch')}.pt"
+        f"onnx_40x40_batch{runtimes.EXPORT_BATCH}_torch-{importlib.metadata.version('torch')}.pt"
     ]
 
 

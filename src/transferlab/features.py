@@ -142,7 +142,7 @@ class FeatureCache:
         """The backbone (its frozen part) exported for H x W images (`runtimes.export_onnx`): once
         per machine and torch version, then read from the cache."""
         return self.derived(
-            f"onnx_{height}x{width}_{runtimes.tag('torch')}{self.boundary}",
+            f"onnx_{height}x{width}_batch{runtimes.EXPORT_BATCH}_{runtimes.tag('torch')}{self.boundary}",
             lambda backbone: runtimes.export_onnx(backbone, height, width, self.trainable_stages),
             valid=runtimes.is_onnx_model,
         )

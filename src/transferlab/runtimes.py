@@ -3,8 +3,9 @@
 Both run one network, `ImagesToFeatures`: the backbone's preprocessing and feature extractor, from
 the project's uint8 images (N x H x W x 3) to pooled features (or, when the backbone's last stages
 train, to the activations entering them: the output of its frozen part). PyTorch runs it eagerly; for ONNX
-Runtime it is exported once (`export_onnx`, the torch.export-based exporter) and the exported model
-is cached with the backbone's other artefacts (`features.FeatureCache`).
+Runtime it is exported once (`export_onnx`, the torch.export-based exporter) for batches of
+`EXPORT_BATCH` images, and the exported model is cached with the backbone's other artefacts
+(`features.FeatureCache`).
 
 `transfer.runtime` chooses: `auto` (the default) is ONNX Runtime when the device is the CPU, where
 it computes the same features (within 1e-4) 2-3x faster than PyTorch eager (BENCHMARKS.md), and
@@ -27,6 +28,11 @@ from transferlab.errors import UserError
 
 ONNX_RUNTIME, TORCH = "onnxruntime", "torch"
 FALLBACK = "set transfer.runtime: torch in params.yaml to use PyTorch instead"
+# The exported model's batch size, fixed: with a dynamic batch the export takes twice as long
+# (torch.export then reasons about symbolic shapes: lite0 6.0 s against 2.4-3.0 s), and ONNX Runtime
+# computes the same features as fast (BENCHMARKS.md). Other batch sizes are run in batches of this
+# many, the last one padded.
+EXPORT_BATCH = 32
 
 
 def resolve(choice: str, device: torch.device) -> str:
@@ -69,9 +75,9 @@ def torch_features(
 
 
 def export_onnx(backbone: Backbone, height: int, width: int, trainable_stages: int = 0) -> bytes:
-    """The ONNX model of `ImagesToFeatures` for H x W images, any batch size."""
+    """The ONNX model of `ImagesToFeatures` for batches of `EXPORT_BATCH` H x W images."""
     network = ImagesToFeatures(backbone, trainable_stages).cpu().eval()
-    example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
+    example = torch.zeros(EXPORT_BATCH, height, width, 3, dtype=torch.uint8)
     with _failing_as_user_error(f"cannot export {backbone.info.name} to ONNX"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
         program = torch.onnx.export(
@@ -79,7 +85,6 @@ def export_onnx(backbone: Backbone, height: int, width: int, trainable_stages: i
             (example,),
             input_names=["images"],
             output_names=["features"],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
             dynamo=True,
             verbose=False,
         )
@@ -87,7 +92,9 @@ def export_onnx(backbone: Backbone, height: int, width: int, trainable_stages: i
 
 
 def onnx_features(model: bytes, name: str) -> Callable[[np.ndarray], torch.Tensor]:
-    """A batch of images -> features, on ONNX Runtime's CPU provider, from an exported `model`."""
+    """Images (any number) -> features, on ONNX Runtime's CPU provider, from an exported `model`:
+    run in batches of `EXPORT_BATCH`, the last one padded with black images whose features are
+    dropped (in eval mode each image's features depend on that image alone)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -96,11 +103,18 @@ def onnx_features(model: bytes, name: str) -> Callable[[np.ndarray], torch.Tenso
         session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
     def run(images: np.ndarray) -> torch.Tensor:
+        batches = (_padded(images[start : start + EXPORT_BATCH]) for start in range(0, len(images), EXPORT_BATCH))
         with _failing_as_user_error(f"ONNX Runtime failed on {name}"):
-            (features,) = session.run(None, {"images": np.ascontiguousarray(images)})
-        return torch.from_numpy(features)
+            features = [session.run(None, {"images": batch})[0] for batch in batches]
+        return torch.from_numpy(np.concatenate(features)[: len(images)])
 
     return run
+
+
+def _padded(images: np.ndarray) -> np.ndarray:
+    """A batch of up to `EXPORT_BATCH` images, filled up to `EXPORT_BATCH` with black ones."""
+    missing = EXPORT_BATCH - len(images)
+    return np.ascontiguousarray(np.pad(images, [(0, missing)] + [(0, 0)] * (images.ndim - 1)))
 
 
 def is_onnx_model(value: object) -> bool:

@@ -126,6 +126,8 @@ class FeatureCache:
             )
             features = torch.cat(parts)
         else:
+            # the ONNX export takes batches of EXPORT_BATCH: fed another size, it would pad every batch
+            batch_size = runtimes.EXPORT_BATCH if self.runtime == runtimes.ONNX_RUNTIME else batch_size
             features = compute(self._extractor(images.shape[1:3], device), new_images, batch_size, desc)
         name = hashlib.sha1("".join(new_keys).encode()).hexdigest()[:20]
         save_torch(self.shards_dir / f"{name}.pt", {"keys": new_keys, "features": features})

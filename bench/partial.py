@@ -95,7 +95,7 @@ def run_grid(project: Project, params: dict, cache_name: str) -> dict:
 def cached_inputs(cache_dir: Path) -> dict[str, dict]:
     """Per cached folder of features or activations (backbone, size, boundary, runtime): its bytes
     and image count (the image count from the shards' keys)."""
-    from transferlab.outputs import load_torch
+    from transferlab.torchfiles import load_torch
 
     folders = {}
     for shard in sorted(Path(cache_dir).glob("features/*/**/*.pt")):

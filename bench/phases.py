@@ -137,14 +137,14 @@ def course_model(name: str, n_classes: int, config: dict, device) -> tuple[nn.Mo
     """A fresh pretrained model as the course builds it: frozen backbone, new head (seeded as the
     pipeline's is); `course_bn` frozen keeps the backbone in eval mode, train lets model.train()
     switch its BatchNorm layers to batch statistics. Returns (model, head)."""
-    from transferlab import backbones, engine, models
+    from transferlab import backbones, engine, networks
 
     backbone = backbones.load(name, config["image_size"])
-    models.freeze(backbone.features)
+    networks.freeze(backbone.features)
     features = EvalModeBackbone(backbone.features) if config["course_bn"] == "frozen" else backbone.features
     engine.seed_everything(config["seed"], device)
-    head = models.make_head(backbone.num_features, n_classes, backbone.info.dropout)
-    return nn.Sequential(backbone.transform, models.TransferModel(features, head)), head
+    head = networks.make_head(backbone.num_features, n_classes, backbone.info.dropout)
+    return nn.Sequential(backbone.transform, networks.TransferModel(features, head)), head
 
 
 def final_test_accuracy(network: nn.Module, trainable, grid: dict, size: int, epochs: int, config: dict, desc: str):
@@ -192,17 +192,17 @@ def phase_course(config: dict) -> dict:
 def phase_naive(config: dict) -> dict:
     """The last `trainable_stages` stages trained through the whole network, each experiment afresh:
     the same model, seed, batches and optimizer as the pipeline's, without its cached activations."""
-    from transferlab import backbones, engine, models
+    from transferlab import backbones, engine, networks
 
     grid, device, stages = load_grid_data(config), engine.select_device(), config["trainable_stages"]
     accuracies = {}
     for name, size, epochs in experiments(config):
         backbone = backbones.load(name, config["image_size"])
         frozen, tail = backbones.split(backbone.features, stages)
-        models.freeze(frozen)
+        networks.freeze(frozen)
         engine.seed_everything(config["seed"], device)
-        head = models.transfer_head(name, grid["n_classes"])
-        network = nn.Sequential(backbone.transform, EvalModeBackbone(frozen), models.TailModel(tail, head))
+        head = networks.transfer_head(name, grid["n_classes"])
+        network = nn.Sequential(backbone.transform, EvalModeBackbone(frozen), networks.TailModel(tail, head))
         trainable = [p for p in network.parameters() if p.requires_grad]
         desc = f"naive {name}+{stages} {size} {epochs}"
         accuracies[f"{size}_images-{name}+{stages}_stages-{epochs}_epochs"] = final_test_accuracy(
@@ -219,7 +219,7 @@ def phase_tail_flops(config: dict) -> dict:
     for a training step instead.)"""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from transferlab import backbones, models
+    from transferlab import backbones, networks
 
     n_classes = len(json.loads(Path("data/prepared/classes.json").read_text()))
     result = {"cpu": cpu_peak(), "forward_flops_per_image": {}}
@@ -231,7 +231,7 @@ def phase_tail_flops(config: dict) -> dict:
         with torch.inference_mode():
             activations = frozen(torch.zeros(2, 3, size, size))
             with counter:
-                models.TailModel(tail, models.transfer_head(name, n_classes))(activations)
+                networks.TailModel(tail, networks.transfer_head(name, n_classes))(activations)
         result["forward_flops_per_image"][name] = counter.get_total_flops() / len(activations)
     return result
 

@@ -1,6 +1,6 @@
 """download stage: read data.source (CIFAR-10 or an ImageFolder) into the canonical dataset form."""
 
-from transferlab.errors import imports_without_gc, run_cli
+from transferlab.entrypoints import imports_without_gc, run_cli
 
 with imports_without_gc():
     from transferlab import data, params, paths

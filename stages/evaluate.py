@@ -1,6 +1,6 @@
 """evaluate stage: every trained model on the shared test subset, with confusion matrices."""
 
-from transferlab.errors import imports_without_gc, run_cli
+from transferlab.entrypoints import imports_without_gc, run_cli
 
 with imports_without_gc():
     from transferlab import evaluation, paths, tracking

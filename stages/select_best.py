@@ -1,6 +1,6 @@
 """select_best stage: rank every model, export the best, draw its predictions."""
 
-from transferlab.errors import imports_without_gc, run_cli
+from transferlab.entrypoints import imports_without_gc, run_cli
 
 with imports_without_gc():
     from transferlab import params, paths, selection

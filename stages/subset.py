@@ -1,6 +1,6 @@
 """subset stage: seeded, class-balanced, nested train subsets and one shared test subset."""
 
-from transferlab.errors import imports_without_gc, run_cli
+from transferlab.entrypoints import imports_without_gc, run_cli
 
 with imports_without_gc():
     from transferlab import data, params, paths, subsets

@@ -1,6 +1,6 @@
 """train_tinyvgg stage: the from-scratch baseline on the TinyVGG subset at native resolution."""
 
-from transferlab.errors import imports_without_gc, run_cli
+from transferlab.entrypoints import imports_without_gc, run_cli
 
 with imports_without_gc():
     from transferlab import params, paths, tinyvgg, tracking

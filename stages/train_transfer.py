@@ -1,6 +1,6 @@
 """train_transfer stage: the experiment grid of pretrained backbones with new heads."""
 
-from transferlab.errors import imports_without_gc, run_cli
+from transferlab.entrypoints import imports_without_gc, run_cli
 
 with imports_without_gc():
     from transferlab import params, paths, tracking, transfer

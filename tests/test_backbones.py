@@ -10,7 +10,7 @@ from torch import nn
 from torchvision import models as tv_models
 from torchvision.transforms import InterpolationMode
 
-from transferlab import backbones
+from transferlab import backbones, registry
 from transferlab.errors import UserError
 
 TV_WEIGHTS = {
@@ -33,10 +33,10 @@ def lite():
 
 
 def test_registry_names():
-    assert backbones.BACKBONE_NAMES == ("effnet_b0", "effnet_b2", "effnet_lite0", "effnet_lite2")
-    assert set(backbones.BACKBONES) == set(backbones.BACKBONE_NAMES)
-    assert backbones.OFFLINE_BACKBONES == ("effnet_lite0", "effnet_lite2")
-    for name, info in backbones.BACKBONES.items():
+    assert registry.BACKBONE_NAMES == ("effnet_b0", "effnet_b2", "effnet_lite0", "effnet_lite2")
+    assert set(registry.BACKBONES) == set(registry.BACKBONE_NAMES)
+    assert registry.OFFLINE_BACKBONES == ("effnet_lite0", "effnet_lite2")
+    for name, info in registry.BACKBONES.items():
         assert info.name == name
 
 
@@ -45,7 +45,7 @@ def test_unknown_backbone_is_a_user_error_listing_the_choices():
         backbones.load("effnet_b7")
     message = str(err.value)
     assert "'effnet_b7'" in message
-    for name in backbones.BACKBONE_NAMES:
+    for name in registry.BACKBONE_NAMES:
         assert name in message
 
 
@@ -53,7 +53,7 @@ def test_unknown_backbone_is_a_user_error_listing_the_choices():
     "name,dropout", [("effnet_b0", 0.2), ("effnet_b2", 0.3), ("effnet_lite0", 0.2), ("effnet_lite2", 0.3)]
 )
 def test_head_dropout_of_each_recipe(name, dropout):
-    assert backbones.BACKBONES[name].dropout == dropout
+    assert registry.BACKBONES[name].dropout == dropout
 
 
 # --- lite backbones: real weights, offline --------------------------------------------------------
@@ -120,39 +120,39 @@ def test_torchvision_backbones_without_weights_have_their_classifier_removed(nam
     assert out.shape == (1, expected)
 
 
-@pytest.mark.parametrize("name", backbones.BACKBONE_NAMES)
+@pytest.mark.parametrize("name", registry.BACKBONE_NAMES)
 def test_registry_facts_match_the_built_backbone(name):
     """Stages rely on these without building the backbone (feature width, input size, parameters)."""
-    info = backbones.info(name)
+    info = registry.info(name)
     backbone = backbones.load(name, pretrained=False)
     assert backbone.info == info
     assert backbone.num_features == info.num_features
-    assert backbone.transform.crop_size == [info.image_size] == [backbones.input_size(name)]
+    assert backbone.transform.crop_size == [info.image_size] == [registry.input_size(name)]
     assert sum(p.numel() for p in backbone.features.parameters()) == info.params
-    assert backbones.input_size(name, 48) == 48
+    assert registry.input_size(name, 48) == 48
 
 
-@pytest.mark.parametrize("name", backbones.BACKBONE_NAMES)
+@pytest.mark.parametrize("name", registry.BACKBONE_NAMES)
 def test_every_backbone_splits_before_any_of_its_stages_into_a_frozen_part_and_a_tail(name):
     backbone = backbones.load(name, image_size=32, pretrained=False)
     x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         expected = backbone.features(x)
         widths = []
-        for stages in range(1, backbones.BLOCK_STAGES + 1):
+        for stages in range(1, registry.BLOCK_STAGES + 1):
             frozen, tail = backbones.split(backbone.features, stages)
             activations = frozen(x)
             assert torch.equal(tail(activations), expected), stages
             widths.append(activations.shape[1])
             shared = {id(p) for p in backbone.features.parameters()}
             assert {id(p) for p in (*frozen.parameters(), *tail.parameters())} == shared  # all of it, nothing copied
-    assert len(widths) == backbones.BLOCK_STAGES
+    assert len(widths) == registry.BLOCK_STAGES
     assert widths[-1] == 32 and widths[0] > widths[1] > widths[2]  # the last stage's input first, the stem's last
 
 
 def test_unknown_backbone_is_one_clear_line():
     with pytest.raises(UserError, match="unknown backbone 'effnet_b9'; choose one of: effnet_b0, effnet_b2"):
-        backbones.info("effnet_b9")
+        registry.info("effnet_b9")
 
 
 # --- transforms -----------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ import yaml
 
 from helpers.images import make_image_folder
 from helpers.projects import make_project, run, tiny_params, write_params
-from transferlab import models
-from transferlab.outputs import save_torch
+from transferlab.kinds import TinyVGGModel
+from transferlab.torchfiles import save_torch
 
 pytestmark = pytest.mark.slow
 
@@ -235,8 +235,7 @@ def project(tmp_path_factory) -> Path:
     params["train_size"] = [3]
     write_params(path, params)
     run(["dvc", "repro", "subset"], path)
-    model = models.TinyVGG(hidden_units=2, n_classes=3, image_size=16)
-    save_torch(path / "models/best.pt", models.tinyvgg_checkpoint(model, ["a", "b", "c"], 2, 16))
+    save_torch(path / "models/best.pt", TinyVGGModel.new(["a", "b", "c"], 2, 16).model_file(hparams={}))
     return path
 
 

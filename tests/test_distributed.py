@@ -22,12 +22,12 @@ from torch.utils.data import TensorDataset
 from helpers.images import make_image_folder
 from helpers.projects import make_project, project_env, run, tiny_params, write_params
 from helpers.tensorboard import events
-from transferlab import backbones, distributed, models
+from transferlab import backbones, distributed, networks
 from transferlab.checkpoints import Checkpoints
 from transferlab.errors import UserError
 from transferlab.features import FeatureCache
-from transferlab.outputs import load_torch
 from transferlab.params import TrainingParams
+from transferlab.torchfiles import load_torch
 from transferlab.tracking import TensorBoardRun
 from transferlab.training import TrainingRun, fit
 
@@ -54,7 +54,7 @@ def _tinyvgg_run(processes: int, model: nn.Module | None = None) -> TrainingRun:
     generator = torch.Generator().manual_seed(1)
     images, labels = torch.rand(50, 3, 16, 16, generator=generator), torch.randint(0, 3, (50,), generator=generator)
     torch.manual_seed(0)
-    model = model or models.TinyVGG(4, 3, 16)
+    model = model or networks.TinyVGG(4, 3, 16)
     train, test = TensorDataset(images, labels), TensorDataset(images[:20], labels[:20])
     return TrainingRun(model, train, test, SETTINGS, seed=42, processes=processes)
 
@@ -105,7 +105,7 @@ class FailingInSecondProcess(nn.Module):
 
     def __init__(self, how: str):
         super().__init__()
-        self.how, self.network = how, models.TinyVGG(4, 3, 16)
+        self.how, self.network = how, networks.TinyVGG(4, 3, 16)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if dist.is_initialized() and dist.get_rank() == 1:
@@ -237,8 +237,8 @@ def test_fine_tuning_on_two_processes_writes_every_output_once(project):
     metrics = json.loads((project / "metrics/transfer.json").read_text())
     assert sorted(metrics) == sorted(FINE_TUNED)
     for name in FINE_TUNED:
-        checkpoint = load_torch(project / f"models/transfer/{name}.pt")
-        assert checkpoint["config"]["frozen"] is False
+        model_file = load_torch(project / f"models/transfer/{name}.pt")
+        assert model_file["config"]["frozen"] is False
         epochs = int(name.split("-")[-1].split("_")[0])
         run_dir = project / "runs/transfer" / name.replace("-", "/")
         assert [event.step for event in events(run_dir).Scalars("Loss/train")] == list(range(1, epochs + 1))

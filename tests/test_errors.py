@@ -3,7 +3,8 @@ import importlib
 
 import pytest
 
-from transferlab.errors import UserError, imports_without_gc, run_cli
+from transferlab.entrypoints import imports_without_gc, run_cli
+from transferlab.errors import UserError
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import yaml
 
 from helpers.images import make_image_folder
 from helpers.projects import locked_outputs, make_project, project_env, run, tiny_params
-from transferlab.outputs import load_torch
+from transferlab.torchfiles import load_torch
 
 pytestmark = pytest.mark.slow
 

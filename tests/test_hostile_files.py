@@ -19,9 +19,9 @@ from torchvision.models._api import Weights, WeightsEnum
 from helpers.hostile import UNSAFE_DEFAULT, Payload, hostile_checkpoint
 from helpers.images import make_image_folder
 from helpers.projects import make_project, project_env, run, tiny_params
-from transferlab import backbones, models
+from transferlab import backbones, networks
 from transferlab.errors import UserError
-from transferlab.outputs import load_torch, save_torch
+from transferlab.torchfiles import load_torch, save_torch
 
 B0_WEIGHTS = EfficientNet_B0_Weights.IMAGENET1K_V1
 
@@ -49,7 +49,7 @@ def test_lite_weights_with_a_payload_are_refused(tmp_path, monkeypatch):
     path = tmp_path / "efficientnet_lite0.pth"
     torch.save({"conv_stem.weight": Payload(marker)}, path)
     with pytest.raises(UserError, match="unsafe or corrupt"):
-        backbones._load_in_order(models.TinyVGG(2, 3, 8), str(path))
+        backbones._load_in_order(networks.TinyVGG(2, 3, 8), str(path))
     assert not marker.exists()
 
 
@@ -91,7 +91,7 @@ def test_a_download_that_does_not_match_its_hash_is_refused_and_not_kept(weights
     whose hash differs (a tampered mirror, a truncated transfer) is not kept."""
     served, url = weights_server
     name = "efficientnet_b0-0123abcd.pth"  # the hash prefix the file claims
-    save_torch(served / name, models.TinyVGG(2, 3, 8).state_dict())
+    save_torch(served / name, networks.TinyVGG(2, 3, 8).state_dict())
     hub = tmp_path / "hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
     served_weights = Weights(url=f"{url}/{name}", transforms=B0_WEIGHTS.transforms, meta=B0_WEIGHTS.meta)
@@ -142,7 +142,7 @@ def _bad_files(tmp: Path, marker: Path, model: Path) -> dict[str, Path]:
 
 def _assert_refused_in_one_line(result: subprocess.CompletedProcess, kind: str, marker: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
-    expected = "is not a model checkpoint" if kind == "not a model" else "is unsafe or corrupt, not loaded"
+    expected = "is not a model file" if kind == "not a model" else "is unsafe or corrupt, not loaded"
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert expected in result.stderr
     assert "Traceback" not in result.stderr and "weights_only" not in result.stderr

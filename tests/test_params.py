@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from transferlab import params
-from transferlab.backbones import BACKBONE_NAMES
 from transferlab.errors import UserError
+from transferlab.registry import BACKBONE_NAMES
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 

@@ -15,13 +15,12 @@ from torch.utils.data import TensorDataset
 
 from helpers.images import make_image_folder
 from helpers.projects import make_project, run, tiny_params
-from transferlab import backbones, engine, evaluation, models, params
+from transferlab import backbones, engine, evaluation, model_files, networks, params, registry
 from transferlab.checkpoints import Checkpoints
-from transferlab.classifier import Classifier
 from transferlab.features import FeatureCache
-from transferlab.modes import PartialBackbone
-from transferlab.outputs import load_torch
+from transferlab.torchfiles import load_torch
 from transferlab.training import TrainingRun, fit
+from transferlab.transfer_kinds import LastStages
 
 CPU = torch.device("cpu")
 SEED, EPOCHS = 3, 2
@@ -50,8 +49,8 @@ def _images_and_labels(n: int, seed: int) -> tuple[np.ndarray, torch.Tensor]:
 def _fit_through_the_whole_network(backbone, head, train, test) -> nn.Module:
     """The naive way: every epoch's images through the frozen part (eval mode) and the tail."""
     frozen, tail = backbones.split(copy.deepcopy(backbone.features), 1)
-    models.freeze(frozen)
-    network = nn.Sequential(backbone.transform, EvalMode(frozen), models.TailModel(tail, head))
+    networks.freeze(frozen)
+    network = nn.Sequential(backbone.transform, EvalMode(frozen), networks.TailModel(tail, head))
     generator = torch.Generator().manual_seed(SEED)
     trainable = [p for p in network.parameters() if p.requires_grad]
     engine.train(
@@ -70,17 +69,18 @@ def test_a_tail_trained_on_cached_activations_equals_the_tail_trained_through_th
     backbone = backbones.load("effnet_lite0", 64)
     (train_images, train_labels), (test_images, test_labels) = _images_and_labels(10, 0), _images_and_labels(6, 1)
     cache = FeatureCache("effnet_lite0", 64, tmp_path, load=lambda *_: backbone, trainable_stages=1)
-    mode = PartialBackbone(cache, 4, CPU)
+    LastStages.prepare(cache)
     engine.seed_everything(SEED, CPU)
-    cached = mode.network(models.transfer_head("effnet_lite0", 3))
-    train = TensorDataset(mode.inputs(train_images), train_labels)
-    test = TensorDataset(mode.inputs(test_images), test_labels)
+    config = LastStages.make_config("effnet_lite0", 64, 16, "torch", trainable_stages=1)
+    cached = LastStages.new(cache, ["a", "b", "c"], config).scorer
+    train = TensorDataset(LastStages.inputs_of(cache, train_images, 4, CPU), train_labels)
+    test = TensorDataset(LastStages.inputs_of(cache, test_images, 4, CPU), test_labels)
     assert train.tensors[0].shape == (10, 192, 2, 2)  # what enters lite0's last stage
     states = Checkpoints(tmp_path / "states", keep_every_epoch=False)
     fit(TrainingRun(cached, train, test, SETTINGS, SEED), EPOCHS, CPU, RecordingRun(), states, desc="t")
 
     engine.seed_everything(SEED, CPU)
-    head = models.transfer_head("effnet_lite0", 3)
+    head = networks.transfer_head("effnet_lite0", 3)
     naive = _fit_through_the_whole_network(
         backbone,
         head,
@@ -102,9 +102,9 @@ def test_zero_trainable_stages_is_the_frozen_path_byte_for_byte(grid_run):
     for _, out in (alone, with_partial):
         assert (out / "models" / f"{name}.pt").read_bytes() == (alone[1] / "models" / f"{name}.pt").read_bytes()
         assert (out / "summaries/effnet_lite0.txt").read_text() == (alone[1] / "summaries/effnet_lite0.txt").read_text()
-    checkpoint = load_torch(alone[1] / "models" / f"{name}.pt")
-    assert set(checkpoint["state_dict"]) == {"1.weight", "1.bias"}  # the head alone, as it always was
-    assert "trainable_stages" not in checkpoint["config"]
+    model_file = load_torch(alone[1] / "models" / f"{name}.pt")
+    assert set(model_file["state_dict"]) == {"1.weight", "1.bias"}  # the head alone, as it always was
+    assert "trainable_stages" not in model_file["config"]
     assert list(with_partial[0]) == [name, "6_images-effnet_lite0+1_stages-1_epochs"]
 
 
@@ -121,7 +121,7 @@ def test_partial_grid_caches_activations_once_and_continues_runs_from_kept_state
     (shard,) = boundary.glob("*/*.pt")
     assert load_torch(shard)["features"].shape == (12, 192, 1, 1)  # 6 train + 6 test images
     assert list(saved_epochs(tmp_path / "features/tails").values()) == [[1, 2]]
-    lite0 = backbones.info("effnet_lite0")
+    lite0 = registry.info("effnet_lite0")
     assert results[name]["total_params"] == lite0.params + lite0.num_features * 3 + 3
     assert lite0.num_features * 3 < results[name]["trainable_params"] < lite0.params / 2
 
@@ -137,32 +137,32 @@ def test_a_partly_fine_tuned_model_scores_from_activations_and_runs_on_raw_image
     from transferlab.selection import exported
 
     _, out = grid_run(epochs=1, trainable_stages=2)
-    checkpoint = load_torch(out / "models/6_images-effnet_lite0+2_stages-1_epochs.pt")
-    assert checkpoint["config"]["trainable_stages"] == 2
-    assert {key.split(".")[0] for key in checkpoint["state_dict"]} == {"tail", "head"}
-    classifier = Classifier(checkpoint)
+    model_file = load_torch(out / "models/6_images-effnet_lite0+2_stages-1_epochs.pt")
+    assert model_file["config"]["trainable_stages"] == 2
+    assert {key.split(".")[0] for key in model_file["state_dict"]} == {"tail", "head"}
+    model = model_files.from_model_file(model_file)
     images = grid_run.dataset.test.images
-    from_activations = evaluation.logits_on(classifier, images, tmp_path / "features", CPU)
+    from_activations = evaluation.logits_on(model, images, tmp_path / "features", CPU)
     with torch.inference_mode():
-        from_images = classifier.model(classifier.preprocess(images))
+        from_images = model.network(model.preprocess(images))
     torch.testing.assert_close(from_activations, from_images, rtol=1e-2, atol=1e-2)
-    pretrained = Classifier({**checkpoint, "state_dict": _pretrained_tail_state(checkpoint)})
+    pretrained = model_files.from_model_file({**model_file, "state_dict": _pretrained_tail_state(model_file)})
     with torch.inference_mode():
-        assert not torch.allclose(pretrained.model(pretrained.preprocess(images)), from_images)
+        assert not torch.allclose(pretrained.network(pretrained.preprocess(images)), from_images)
 
-    model_file = tmp_path / "best.pt"
-    torch.save(exported(classifier, "partial"), model_file)
+    exported_file = tmp_path / "best.pt"
+    torch.save(exported(model, "partial"), exported_file)
     image_file = next(Path("images/test").rglob("*.png"))
-    (label, probability) = predict([image_file], model_file)[0]
-    assert label in classifier.classes and 0 < probability <= 1
+    (label, probability) = predict([image_file], exported_file)[0]
+    assert label in model.classes and 0 < probability <= 1
 
 
-def _pretrained_tail_state(checkpoint: dict) -> dict:
-    """The checkpoint's weights with its stages back at their pretrained values (its head kept)."""
+def _pretrained_tail_state(model_file: dict) -> dict:
+    """The model file's weights with its stages back at their pretrained values (its head kept)."""
     features = backbones.load("effnet_lite0", 32).features
-    tail = models.TailModel(backbones.split(features, 2)[1], models.transfer_head("effnet_lite0", 3))
+    tail = networks.TailModel(backbones.split(features, 2)[1], networks.transfer_head("effnet_lite0", 3))
     state = tail.state_dict()
-    return {key: checkpoint["state_dict"][key] if key.startswith("head.") else state[key] for key in state}
+    return {key: model_file["state_dict"][key] if key.startswith("head.") else state[key] for key in state}
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,13 @@ import torch
 from PIL import Image
 
 from transferlab import __main__ as cli_module
-from transferlab import models
+from transferlab import networks
 from transferlab.data import decode_image
-from transferlab.errors import DEBUG_ENV, UserError
-from transferlab.outputs import save_torch
+from transferlab.entrypoints import DEBUG_ENV
+from transferlab.errors import UserError
+from transferlab.kinds import TinyVGGModel
 from transferlab.predict import predict
+from transferlab.torchfiles import save_torch
 
 CLASSES = ["airplane", "cat", "dog", "ship"]
 IMAGE_SIZE = 16
@@ -25,12 +27,12 @@ IMAGE_SIZE = 16
 def project(tmp_path):
     """A directory with models/best.pt (a tiny TinyVGG exported like select_best does) and images."""
     torch.manual_seed(3)  # a seed for which the four images get three different classes
-    model = models.TinyVGG(hidden_units=4, n_classes=len(CLASSES), image_size=IMAGE_SIZE)
+    model = TinyVGGModel.new(CLASSES, hidden_units=4, image_size=IMAGE_SIZE)
     with torch.no_grad():  # larger weights, so the images get clearly different predictions
-        for p in model.parameters():
+        for p in model.scorer.parameters():
             p.mul_(4)
-    checkpoint = models.tinyvgg_checkpoint(model, CLASSES, hidden_units=4, image_size=IMAGE_SIZE)
-    save_torch(tmp_path / "models" / "best.pt", {**checkpoint, "name": "tinyvgg", "transform": "uint8 / 255"})
+    model_file = model.model_file(hparams={})
+    save_torch(tmp_path / "models" / "best.pt", {**model_file, "name": "tinyvgg", "transform": "uint8 / 255"})
 
     images = tmp_path / "images"
     images.mkdir()
@@ -49,9 +51,9 @@ def image_files(project):
 
 def expected_predictions(project, paths):
     """Decode, scale and classify directly with the model that was exported."""
-    checkpoint = torch.load(project / "models" / "best.pt", weights_only=True)
-    model = models.TinyVGG(4, len(CLASSES), IMAGE_SIZE)
-    model.load_state_dict(checkpoint["state_dict"])
+    model_file = torch.load(project / "models" / "best.pt", weights_only=True)
+    model = networks.TinyVGG(4, len(CLASSES), IMAGE_SIZE)
+    model.load_state_dict(model_file["state_dict"])
     model.eval()
     batch = np.stack([decode_image(p.read_bytes(), IMAGE_SIZE) for p in paths])
     with torch.no_grad():

@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
-from transferlab import backbones, runtimes
+from transferlab import backbones, registry, runtimes
 from transferlab.errors import UserError
 from transferlab.features import FeatureCache
 from transferlab.preprocess import Preprocess
@@ -101,13 +101,13 @@ def _calibrated(backbone: backbones.Backbone) -> backbones.Backbone:
 def _at_its_own_size(name: str) -> backbones.Backbone:
     """The backbone at its own input size: the lite ones with their weights, torchvision's with
     calibrated random weights (no network here)."""
-    if name in backbones.OFFLINE_BACKBONES:
+    if name in registry.OFFLINE_BACKBONES:
         return backbones.load(name)
     return _calibrated(backbones.load(name, pretrained=False))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", backbones.BACKBONE_NAMES)
+@pytest.mark.parametrize("name", registry.BACKBONE_NAMES)
 def test_onnx_runtime_features_match_pytorch_for_every_backbone(tmp_path, name):
     """At the backbone's own input size, from the project's 32 px images (torchvision's backbones
     with random weights: no network here)."""
@@ -124,7 +124,7 @@ def test_onnx_runtime_features_match_pytorch_for_every_backbone(tmp_path, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", backbones.BACKBONE_NAMES)
+@pytest.mark.parametrize("name", registry.BACKBONE_NAMES)
 def test_onnx_runtime_activations_of_the_frozen_part_match_pytorch_for_every_backbone(tmp_path, name):
     """What enters the last stage, at the backbone's own input size, cached under its own key
     (torchvision's backbones with random weights, as above)."""

@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 
 from transferlab import engine, params
 from transferlab.checkpoints import Checkpoints
-from transferlab.outputs import load_torch, save_torch
+from transferlab.torchfiles import load_torch, save_torch
 from transferlab.training import TrainingRun, fit
 
 CPU = torch.device("cpu")

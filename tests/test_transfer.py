@@ -8,7 +8,7 @@ import yaml
 from test_training import assert_same_state, counting_steps, saved_epochs
 
 from transferlab import params
-from transferlab.outputs import load_torch
+from transferlab.torchfiles import load_torch
 from transferlab.transfer import Experiment, expand_grid
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -130,8 +130,7 @@ def test_fine_tuning_gives_the_same_result_with_a_warm_or_a_cold_cache(grid_run)
 
 
 def test_fine_tuning_trains_the_whole_network_and_exports_it(grid_run, tmp_path):
-    from transferlab import evaluation
-    from transferlab.classifier import Classifier
+    from transferlab import evaluation, model_files
 
     results, out = grid_run(freeze=False, epochs=1)
     metrics = results["6_images-effnet_lite0-1_epochs"]
@@ -141,9 +140,9 @@ def test_fine_tuning_trains_the_whole_network_and_exports_it(grid_run, tmp_path)
     assert {p.stem for p in (cache_dir / "derived").glob("*.pt")} == {"summary_3_classes", "graph_3_classes"}
     assert not (tmp_path / "features/heads").exists()  # a whole network's states are not kept ...
     assert not Path("checkpoints/train_transfer").exists()  # ... and its resume point goes with the stage
-    checkpoint = load_torch(out / "models/6_images-effnet_lite0-1_epochs.pt")
-    assert checkpoint["config"]["frozen"] is False
-    assert any(key.startswith("backbone.") for key in checkpoint["state_dict"])  # the whole network
-    classifier = Classifier(checkpoint)
-    logits = evaluation.logits_on(classifier, grid_run.dataset.test.images[:2], tmp_path / "features", CPU)
+    model_file = load_torch(out / "models/6_images-effnet_lite0-1_epochs.pt")
+    assert model_file["config"]["frozen"] is False
+    assert any(key.startswith("backbone.") for key in model_file["state_dict"])  # the whole network
+    model = model_files.from_model_file(model_file)
+    logits = evaluation.logits_on(model, grid_run.dataset.test.images[:2], tmp_path / "features", CPU)
     assert logits.shape == (2, 3)

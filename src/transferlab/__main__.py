@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from transferlab.errors import imports_without_gc, run_cli
+from transferlab.entrypoints import imports_without_gc, run_cli
 
 with imports_without_gc():
     from transferlab import predict

@@ -20,7 +20,7 @@ import platformdirs
 from filelock import FileLock, Timeout
 
 from transferlab.errors import UserError
-from transferlab.outputs import load_torch
+from transferlab.torchfiles import load_torch
 
 CACHE_ENV = "TRANSFERLAB_CACHE_DIR"
 

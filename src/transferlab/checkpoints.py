@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from transferlab import cache
-from transferlab.outputs import save_torch
+from transferlab.torchfiles import save_torch
 
 
 class Checkpoints:

@@ -29,7 +29,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from transferlab.errors import DEBUG_ENV, UserError
+from transferlab.entrypoints import DEBUG_ENV
+from transferlab.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -15,48 +15,29 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from transferlab import backbones, data, engine, figures
-from transferlab.classifier import Classifier
-from transferlab.features import FeatureCache
-from transferlab.models import uint8_to_float
-from transferlab.modes import backbone_mode
+from transferlab import backbones, data, engine, figures, model_files, registry
+from transferlab.kinds import Model, TinyVGGModel
+from transferlab.networks import uint8_to_float
 from transferlab.outputs import atomic_dir, write_json
 from transferlab.paths import EvaluatePaths
 from transferlab.subsets import load as load_subsets
 from transferlab.tracking import TensorBoardRun, accuracy_by_train_size
+from transferlab.transfer_kinds import FrozenHead
 
 BATCH_SIZE = 64
 
 
-def model_files(tinyvgg_file: Path, transfer_dir: Path) -> dict[str, Path]:
+def trained_model_paths(tinyvgg_file: Path, transfer_dir: Path) -> dict[str, Path]:
     """Every trained model by name: `tinyvgg` and one per grid experiment."""
     return {"tinyvgg": Path(tinyvgg_file), **{p.stem: p for p in sorted(Path(transfer_dir).glob("*.pt"))}}
 
 
-def logits_on(classifier: Classifier, images: np.ndarray, cache_dir: Path | None, device: torch.device) -> torch.Tensor:
-    """The classifier's logits for N x H x W x 3 uint8 images (from cached features, or cached
+def logits_on(model: Model, images: np.ndarray, cache_dir: Path | None, device: torch.device) -> torch.Tensor:
+    """The model's logits for N x H x W x 3 uint8 images (from cached features, or cached
     activations of its frozen part, when its backbone is frozen)."""
-    if classifier.kind == "tinyvgg":
-        inputs, network = uint8_to_float(images), classifier.model
-    else:
-        mode = backbone_mode(classifier.frozen, classifier.trainable_stages)
-        inputs = mode(feature_cache(classifier, cache_dir), BATCH_SIZE, device).inputs(images)
-        network = mode.scorer(classifier)
+    inputs = model.inputs(images, cache_dir, device)
     loader = engine.batch_loader(TensorDataset(inputs, torch.zeros(len(inputs), dtype=torch.long)), BATCH_SIZE)
-    return engine.predict(network.to(device), loader, device)[0]
-
-
-def feature_cache(classifier: Classifier, cache_dir: Path | None) -> FeatureCache:
-    """The feature cache of a transfer classifier's backbone, at its input size and runtime (the
-    activations entering its trained last stages, when it has some)."""
-    return FeatureCache(
-        classifier.config["backbone"],
-        classifier.config["image_size"],
-        cache_dir,
-        load=lambda *_: classifier.backbone,
-        runtime=classifier.config["runtime"],
-        trainable_stages=classifier.trainable_stages,
-    )
+    return engine.predict(model.scorer.to(device), loader, device)[0]
 
 
 def evaluate(paths: EvaluatePaths, cache_dir: Path | None = None) -> dict[str, dict]:
@@ -68,12 +49,12 @@ def evaluate(paths: EvaluatePaths, cache_dir: Path | None = None) -> dict[str, d
     device = engine.select_device()
     load_backbone = functools.cache(backbones.load)  # at most one pretrained backbone per name and size
     board = TensorBoardRun(paths.runs_dir)
-    results, hparams, classifiers = {}, {}, {}
+    results, hparams, trained = {}, {}, {}
     with atomic_dir(paths.confusion_dir) as confusion_dir:
-        for name, path in model_files(paths.tinyvgg_file, paths.transfer_dir).items():
-            classifier = classifiers[name] = Classifier.from_file(path, load_backbone)
-            logits = logits_on(classifier, images, cache_dir, device)
-            results[name] = scores(logits, labels, classifier, dataset.classes)
+        for name, path in trained_model_paths(paths.tinyvgg_file, paths.transfer_dir).items():
+            model = trained[name] = model_files.load(path, load_backbone)
+            logits = logits_on(model, images, cache_dir, device)
+            results[name] = scores(logits, labels, model, dataset.classes)
             predicted = logits.argmax(dim=1)
             write_json(
                 confusion_dir / f"{name}.json",
@@ -84,24 +65,24 @@ def evaluate(paths: EvaluatePaths, cache_dir: Path | None = None) -> dict[str, d
             )
             board.log_pr_curves(name, logits.softmax(dim=1), labels, dataset.classes)
             board.log_figure(f"confusion/{name}", figures.confusion_figure(labels, predicted, dataset.classes, name))
-            if "hparams" in classifier.checkpoint:  # models trained before checkpoints carried them have none
-                hparams[name] = classifier.checkpoint["hparams"]
-        log_projector(board, classifiers, images, labels, dataset.classes, cache_dir, device)
+            if "hparams" in model.file:  # models trained before model files carried them have none
+                hparams[name] = model.file["hparams"]
+        log_projector(board, trained, images, labels, dataset.classes, cache_dir, device)
         board.log_hparams_config(list(hparams.values()))
         board.close()
-        baselines = {name for name, c in classifiers.items() if c.kind == "tinyvgg"}
+        baselines = {name for name, model in trained.items() if isinstance(model, TinyVGGModel)}
         write_json(paths.summary_file, accuracy_by_train_size(results, hparams, baselines))
         write_json(paths.metrics_file, results)
     return results
 
 
-def scores(logits: torch.Tensor, labels: torch.Tensor, classifier: Classifier, classes: list[str]) -> dict:
+def scores(logits: torch.Tensor, labels: torch.Tensor, model: Model, classes: list[str]) -> dict:
     """A model's test metrics from its logits: accuracy, loss, parameter counts, per-class accuracy."""
     correct = logits.argmax(dim=1) == labels
     return {
         "test_acc": round(correct.float().mean().item(), 6),
         "test_loss": round(F.cross_entropy(logits, labels).item(), 6),
-        **classifier.parameter_counts(),
+        **model.parameter_counts(),
         "per_class_acc": {
             cls: round(correct[labels == i].float().mean().item(), 6)
             for i, cls in enumerate(classes)
@@ -112,7 +93,7 @@ def scores(logits: torch.Tensor, labels: torch.Tensor, classifier: Classifier, c
 
 def log_projector(
     board: TensorBoardRun,
-    classifiers: dict[str, Classifier],
+    models: dict[str, Model],
     images: np.ndarray,
     labels: torch.Tensor,
     classes: list[str],
@@ -126,15 +107,12 @@ def log_projector(
     names = [classes[i] for i in labels.tolist()]
     thumbnails = uint8_to_float(images)
     embedded = set()
-    for name, classifier in classifiers.items():
-        if classifier.kind == "tinyvgg":
-            model = classifier.model.cpu()  # scoring may have moved it to an accelerator
-            with torch.no_grad():
-                features = model.block_2(model.block_1(thumbnails)).flatten(1)
-            board.log_embedding(f"{name}_penultimate", features, names, thumbnails)
-        elif classifier.frozen and not classifier.trainable_stages:  # the pretrained backbone's features
-            cache = feature_cache(classifier, cache_dir)
-            tag = f"{cache.name}_{backbones.input_size(cache.name, cache.image_size)}px"
+    for name, model in models.items():
+        if isinstance(model, TinyVGGModel):
+            board.log_embedding(f"{name}_penultimate", model.penultimate(images), names, thumbnails)
+        elif type(model) is FrozenHead:  # the pretrained backbone's features
+            cache = model.feature_cache(cache_dir)
+            tag = f"{cache.name}_{registry.input_size(cache.name, cache.image_size)}px"
             if tag not in embedded:
                 embedded.add(tag)
                 board.log_embedding(tag, cache.get(images, BATCH_SIZE, device), names, thumbnails)

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from transferlab import backbones, cache, distributed, runtimes
+from transferlab import backbones, cache, distributed, registry, runtimes
 from transferlab.backbones import Backbone
-from transferlab.outputs import save_torch
+from transferlab.torchfiles import save_torch
 
 
 def image_keys(images: np.ndarray) -> list[str]:
@@ -72,9 +72,9 @@ class FeatureCache:
         self.name, self.image_size, self._load, self.runtime = name, image_size, load, runtime
         self.processes = processes if runtime == runtimes.TORCH else 1
         self.trainable_stages = trainable_stages
-        self.num_features = backbones.info(name).num_features
+        self.num_features = registry.info(name).num_features
         self.directory = (
-            Path(cache_dir or cache.root()) / "features" / f"{name}_{backbones.input_size(name, image_size)}px"
+            Path(cache_dir or cache.root()) / "features" / f"{name}_{registry.input_size(name, image_size)}px"
         )
         self.boundary = f"_before_last_{trainable_stages}_stages" if trainable_stages else ""
         self.shards_dir = self.directory / self.boundary.lstrip("_") / runtimes.tag(runtime)

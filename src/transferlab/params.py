@@ -14,8 +14,8 @@ from typing import Literal
 
 import yaml
 
-from transferlab.backbones import BACKBONE_NAMES, BLOCK_STAGES
 from transferlab.errors import UserError
+from transferlab.registry import BACKBONE_NAMES, BLOCK_STAGES
 
 PARAMS_FILE = "params.yaml"
 Optimizer = Literal["adam", "sgd"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferlab.classifier import Classifier
+from transferlab import model_files
 from transferlab.data import UNREADABLE_IMAGE_ERRORS, decode_image
 from transferlab.errors import UserError
 
@@ -30,8 +30,8 @@ def predict(paths: list[Path], model_file: Path = DEFAULT_MODEL) -> list[tuple[s
     """(class, probability) for each image, from the exported model."""
     if not model_file.is_file():
         raise UserError(f"no exported model at {model_file}; run `dvc repro` first (select_best writes it)")
-    classifier = Classifier.from_file(model_file)
-    images = load_images(paths, classifier.data_image_size)
-    probabilities = classifier.model(classifier.preprocess(images)).softmax(dim=1)
+    model = model_files.load(model_file)
+    images = load_images(paths, model.data_image_size)
+    probabilities = model.network(model.preprocess(images)).softmax(dim=1)
     confidence, index = probabilities.max(dim=1)
-    return [(classifier.classes[i], p) for i, p in zip(index.tolist(), confidence.tolist(), strict=True)]
+    return [(model.classes[i], p) for i, p in zip(index.tolist(), confidence.tolist(), strict=True)]

@@ -5,14 +5,15 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab import data, engine
-from transferlab.classifier import Classifier
-from transferlab.evaluation import logits_on, model_files
+from transferlab import data, engine, model_files
+from transferlab.evaluation import logits_on, trained_model_paths
 from transferlab.figures import predictions_figure
-from transferlab.outputs import atomic_path, save_torch, write_json, write_text
+from transferlab.kinds import Model
+from transferlab.outputs import atomic_path, write_json, write_text
 from transferlab.params import Params
 from transferlab.paths import SelectBestPaths
 from transferlab.subsets import load as load_subsets
+from transferlab.torchfiles import save_torch
 from transferlab.tracking import TensorBoardRun
 
 
@@ -53,14 +54,14 @@ def select_best(params: Params, paths: SelectBestPaths, cache_dir: Path | None =
     results = json.loads(paths.evaluation_file.read_text())
     ranked = rank(results, metric)
     best_name, best_metrics = ranked[0]
-    classifier = Classifier.from_file(model_files(paths.tinyvgg_file, paths.transfer_dir)[best_name])
-    figure = _predictions(classifier, paths, params, cache_dir)
+    model = model_files.load(trained_model_paths(paths.tinyvgg_file, paths.transfer_dir)[best_name])
+    figure = _predictions(model, paths, params, cache_dir)
     with atomic_path(paths.predictions_file) as tmp:
         figure.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
     board = TensorBoardRun(paths.runs_dir)
     board.log_figure(f"predictions/{best_name}", figure)
     board.close()
-    save_torch(paths.best_model_file, exported(classifier, best_name))
+    save_torch(paths.best_model_file, exported(model, best_name))
     write_text(paths.leaderboard_file, leaderboard_markdown(ranked, metric))
     # flat, with names that do not depend on the grid: `dvc exp show --sort-by` ranks a sweep by them
     best = {
@@ -73,19 +74,19 @@ def select_best(params: Params, paths: SelectBestPaths, cache_dir: Path | None =
     return best
 
 
-def exported(classifier: Classifier, name: str) -> dict:
-    """The exported model: its checkpoint (weights, class names, what rebuilds it), its name and
+def exported(model: Model, name: str) -> dict:
+    """The exported model: its model file (weights, class names, what rebuilds it), its name and
     its input transform, for `transferlab predict` and for readers."""
-    transform = repr(classifier.backbone.transform) if classifier.backbone else "uint8 / 255"
-    return {**classifier.checkpoint, "name": name, "transform": transform}
+    transform = repr(model.backbone.transform) if model.backbone else "uint8 / 255"
+    return {**model.file, "name": name, "transform": transform}
 
 
-def _predictions(classifier: Classifier, paths: SelectBestPaths, params: Params, cache_dir: Path | None):
+def _predictions(model: Model, paths: SelectBestPaths, params: Params, cache_dir: Path | None):
     """The predictions figure on `select_best.predictions` test images drawn with the seed."""
     dataset = data.load(paths.dataset_dir)
     test_idx = load_subsets(paths.subsets_dir, "test")["test"]
     size = min(params.select_best.predictions, len(test_idx))
     chosen = sorted(np.random.default_rng(params.seed).choice(test_idx, size=size, replace=False))
     images, labels = dataset.test.images[chosen], dataset.test.labels[chosen]
-    probabilities = logits_on(classifier, images, cache_dir, engine.select_device()).softmax(dim=1)
-    return predictions_figure(images, labels, probabilities, classifier.classes)
+    probabilities = logits_on(model, images, cache_dir, engine.select_device()).softmax(dim=1)
+    return predictions_figure(images, labels, probabilities, model.classes)

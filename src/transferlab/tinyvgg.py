@@ -10,12 +10,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from transferlab import data, engine, models
+from transferlab import data, engine
 from transferlab.checkpoints import Checkpoints
-from transferlab.outputs import save_torch, write_json
+from transferlab.kinds import TinyVGGModel
+from transferlab.outputs import write_json
 from transferlab.params import Params
 from transferlab.paths import TinyVGGPaths
 from transferlab.subsets import load as load_subsets
+from transferlab.torchfiles import save_torch
 from transferlab.tracking import TensorBoardRun, final_metrics, trace_graph, write_curves
 from transferlab.training import TrainingRun, fit, hparam_metrics
 
@@ -32,13 +34,13 @@ def train_tinyvgg(params: Params, paths: TinyVGGPaths) -> dict:
     image_size = dataset.train.images.shape[1]
     device = engine.select_device()
     engine.seed_everything(params.seed, device)
-    model = models.TinyVGG(p.hidden_units, len(dataset.classes), image_size)
+    model = TinyVGGModel.new(dataset.classes, p.hidden_units, image_size)
     board = TensorBoardRun(paths.runs_dir)
-    board.log_graph(trace_graph(model, test_set.tensors[0][:1]))
+    board.log_graph(trace_graph(model.scorer, test_set.tensors[0][:1]))
     checkpoints = Checkpoints(CHECKPOINTS, keep_every_epoch=False)
-    run = TrainingRun(model, train_set, test_set, p, params.seed, params.processes)
+    run = TrainingRun(model.scorer, train_set, test_set, p, params.seed, params.processes)
     history = fit(run, p.epochs, device, board, checkpoints, desc="tinyvgg")
-    metrics = final_metrics(history) | models.count_parameters(model)
+    metrics = final_metrics(history) | model.parameter_counts()
     hparams = {
         "model": "tinyvgg",
         "train_size": len(train_set),
@@ -51,8 +53,7 @@ def train_tinyvgg(params: Params, paths: TinyVGGPaths) -> dict:
     }
     board.log_hparams(hparams, hparam_metrics(metrics))
     board.close()
-    checkpoint = models.tinyvgg_checkpoint(model.cpu(), dataset.classes, p.hidden_units, image_size)
-    save_torch(paths.model_file, checkpoint | {"hparams": hparams})  # hparams: for evaluate's HParams and summary
+    save_torch(paths.model_file, model.model_file(hparams))  # hparams: for evaluate's HParams and summary
     write_curves(paths.plots_dir, {"tinyvgg": history})
     write_json(paths.metrics_file, metrics)
     shutil.rmtree(checkpoints.directory, ignore_errors=True)
@@ -61,4 +62,4 @@ def train_tinyvgg(params: Params, paths: TinyVGGPaths) -> dict:
 
 def _tensors(split: data.Split, indices: list[int]) -> TensorDataset:
     """TinyVGG's inputs (floats in [0, 1]) and labels for `indices` of a split."""
-    return TensorDataset(models.uint8_to_float(split.images[indices]), torch.as_tensor(split.labels[indices]))
+    return TensorDataset(TinyVGGModel.inputs_of(split.images[indices]), torch.as_tensor(split.labels[indices]))

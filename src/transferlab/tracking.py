@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from transferlab import backbones
+from transferlab import registry
 from transferlab.outputs import atomic_dir, write_json
 
 CURVES = {"Loss": "loss", "Accuracy": "acc"}  # TensorBoard chart name -> history key suffix
@@ -185,7 +185,7 @@ def accuracy_by_train_size(results: dict[str, dict], hparams: dict[str, dict], b
     best: dict[tuple[str, int], float] = {}
     for name in hparams.keys() - baselines:
         key = (
-            backbones.label(hparams[name]["model"], hparams[name].get("trainable_stages", 0)),
+            registry.label(hparams[name]["model"], hparams[name].get("trainable_stages", 0)),
             hparams[name]["train_size"],
         )
         best[key] = max(best.get(key, 0.0), results[name]["test_acc"])

@@ -16,19 +16,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import TensorDataset
 from torchinfo import summary
 
-from transferlab import backbones, data, engine, models, runtimes
+from transferlab import backbones, data, engine, networks, registry, runtimes
 from transferlab.features import FeatureCache
-from transferlab.modes import BackboneMode, backbone_mode
-from transferlab.outputs import atomic_dir, save_torch, write_json, write_text
+from transferlab.outputs import atomic_dir, write_json, write_text
 from transferlab.params import Params
 from transferlab.paths import TransferPaths
 from transferlab.subsets import load as load_subsets
+from transferlab.torchfiles import save_torch
 from transferlab.tracking import TensorBoardRun, final_metrics, trace_graph, write_curves
 from transferlab.training import TrainingRun, fit, hparam_metrics
+from transferlab.transfer_kinds import TransferKind, kind_of
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Experiment:
 
     @property
     def backbone_label(self) -> str:
-        return backbones.label(self.model, self.trainable_stages)
+        return registry.label(self.model, self.trainable_stages)
 
     @property
     def run_name(self) -> str:
@@ -72,14 +72,13 @@ def train_transfer(params: Params, paths: TransferPaths, cache_dir: Path | None 
             runs = (e for e in grid if (e.model, e.trainable_stages) == (name, stages))
             # shortest first, so a longer run of the same model and train size continues it
             for experiment in sorted(runs, key=lambda e: e.epochs):
-                network, histories[experiment.name], results[experiment.name] = backbone.train(experiment)
-                checkpoint = backbone.checkpoint(network) | {"hparams": backbone.hparams(experiment)}
-                save_torch(models_dir / f"{experiment.name}.pt", checkpoint)
+                model, histories[experiment.name], results[experiment.name] = backbone.train(experiment)
+                save_torch(models_dir / f"{experiment.name}.pt", model.model_file(backbone.hparams(experiment)))
         results = {e.name: results[e.name] for e in grid}  # in grid order, not training order
         write_curves(paths.plots_dir, {e.name: histories[e.name] for e in grid})
         write_json(paths.metrics_file, results)
-    for mode, states in context.checkpoints.items():
-        if not mode.keeps_checkpoints:
+    for kind, states in context.training_states.items():
+        if not kind.keeps_training_states:
             shutil.rmtree(states.directory, ignore_errors=True)
     return results
 
@@ -92,12 +91,12 @@ class GridContext:
         self.dataset = data.load(paths.dataset_dir)
         self.subsets = load_subsets(paths.subsets_dir, "transfer_train", "test")
         self.device = engine.select_device()
-        self.modes = {stages: backbone_mode(params.transfer.freeze, stages) for stages in params.trainable_stages}
+        self.kinds = {stages: kind_of(params.transfer.freeze, stages) for stages in params.trainable_stages}
         # Fine-tuning trains in PyTorch; the runtime choice is about frozen features.
         self.runtime = (
             runtimes.resolve(params.transfer.runtime, self.device) if params.transfer.freeze else runtimes.TORCH
         )
-        self.checkpoints = {mode: mode.checkpoints(cache_dir, params.epochs) for mode in self.modes.values()}
+        self.training_states = {kind: kind.training_states(cache_dir, params.epochs) for kind in self.kinds.values()}
 
     @property
     def n_classes(self) -> int:
@@ -110,7 +109,7 @@ class BackboneRuns:
 
     def __init__(self, context: GridContext, name: str, stages: int):
         self.context, self.name, self.stages = context, name, stages
-        self.label = backbones.label(name, stages)
+        self.label = registry.label(name, stages)
         p, n_classes = context.params.transfer, context.n_classes
         self.cache = FeatureCache(
             name,
@@ -120,9 +119,11 @@ class BackboneRuns:
             processes=context.params.processes,
             trainable_stages=stages,
         )
-        mode_type = context.modes[stages]
-        self.mode: BackboneMode = mode_type(self.cache, p.batch_size, context.device)
-        self.checkpoints = context.checkpoints[mode_type]
+        self.kind: type[TransferKind] = context.kinds[stages]
+        self.kind.prepare(self.cache)
+        self.training_states = context.training_states[self.kind]
+        data_image_size = context.dataset.train.images.shape[1]
+        self.config = self.kind.make_config(name, p.image_size, data_image_size, context.runtime, stages)
         # Summary and graph first: they are traced on the CPU, before the inputs may move it to a GPU.
         self.summary = self.cache.derived(
             f"summary_{n_classes}_classes{self.cache.boundary}", lambda b: model_summaries(b, n_classes, stages)
@@ -130,12 +131,13 @@ class BackboneRuns:
         self.graph = self.cache.derived(f"graph_{n_classes}_classes", lambda b: model_graph(b, n_classes))
         union = sorted(set().union(*context.subsets["transfer_train"].values()))
         dataset, test_idx = context.dataset, context.subsets["test"]
-        self.inputs = self.mode.inputs(np.concatenate([dataset.train.images[union], dataset.test.images[test_idx]]))
+        images = np.concatenate([dataset.train.images[union], dataset.test.images[test_idx]])
+        self.inputs = self.kind.inputs_of(self.cache, images, p.batch_size, context.device)
         self.row = {index: i for i, index in enumerate(union)}
         self.test_set = TensorDataset(self.inputs[len(union) :], torch.as_tensor(dataset.test.labels[test_idx]))
 
-    def train(self, experiment: Experiment) -> tuple[nn.Module, dict, dict]:
-        """Train one experiment (continuing a shorter one of the same run); its network, history
+    def train(self, experiment: Experiment) -> tuple[TransferKind, dict, dict]:
+        """Train one experiment (continuing a shorter one of the same run); its model, history
         and final metrics."""
         context, seed, p = self.context, self.context.params.seed, self.context.params.transfer
         train_idx = context.subsets["transfer_train"][str(experiment.train_size)]
@@ -143,23 +145,23 @@ class BackboneRuns:
             self.inputs[[self.row[i] for i in train_idx]], torch.as_tensor(context.dataset.train.labels[train_idx])
         )
         engine.seed_everything(seed, context.device)
-        network = self.mode.network(models.transfer_head(self.name, context.n_classes))
+        model = self.kind.new(self.cache, context.dataset.classes, self.config)
         board = TensorBoardRun(context.paths.runs_dir / experiment.run_name)
         board.log_graph(self.graph)
         # Heads train in one process (seconds); whole networks on `processes`.
         processes = 1 if p.freeze else context.params.processes
         history = fit(
-            TrainingRun(network, train_set, self.test_set, p, seed, processes),
+            TrainingRun(model.scorer, train_set, self.test_set, p, seed, processes),
             experiment.epochs,
             context.device,
             board,
-            self.checkpoints,
+            self.training_states,
             desc=experiment.name,
         )
-        metrics = final_metrics(history) | self.mode.parameter_counts(network)
+        metrics = final_metrics(history) | model.parameter_counts()
         board.log_hparams(self.hparams(experiment), hparam_metrics(metrics))
         board.close()
-        return network, history, metrics
+        return model, history, metrics
 
     def hparams(self, experiment: Experiment) -> dict:
         """The experiment's hyperparameters (its grid axes, then the shared settings), for HParams
@@ -174,20 +176,6 @@ class BackboneRuns:
             "processes": self.context.params.processes,
         }
 
-    def checkpoint(self, network: nn.Module) -> dict:
-        """What is saved of a trained network, with what rebuilds it."""
-        p, dataset = self.context.params.transfer, self.context.dataset
-        return models.transfer_checkpoint(
-            self.mode.saved(network).cpu(),
-            dataset.classes,
-            self.name,
-            p.image_size,
-            p.freeze,
-            dataset.train.images.shape[1],
-            self.context.runtime,
-            self.stages,
-        )
-
 
 def model_summaries(backbone: backbones.Backbone, n_classes: int, trainable_stages: int = 0) -> str:
     """torchinfo summaries of the pretrained model, then with frozen features (but for the last
@@ -200,13 +188,13 @@ def model_summaries(backbone: backbones.Backbone, n_classes: int, trainable_stag
         col_names=("input_size", "output_size", "num_params", "trainable"),
         row_settings=("var_names",),
     )
-    before = summary(models.TransferModel(backbone.features, backbone.imagenet_head), **options)
+    before = summary(networks.TransferModel(backbone.features, backbone.imagenet_head), **options)
     frozen = copy.deepcopy(backbone.features)
-    models.freeze(frozen)
+    networks.freeze(frozen)
     if trainable_stages:
-        models.set_trainable(backbones.split(frozen, trainable_stages)[1], True)
-    head = models.transfer_head(backbone.info.name, n_classes)
-    after = summary(models.TransferModel(frozen, head), **options)
+        networks.set_trainable(backbones.split(frozen, trainable_stages)[1], True)
+    head = networks.transfer_head(backbone.info.name, n_classes)
+    after = summary(networks.TransferModel(frozen, head), **options)
     name = backbone.info.name
     trained = f" but the last {trainable_stages} stages and the conv head" if trainable_stages else ""
     return (
@@ -220,5 +208,5 @@ def model_graph(backbone: backbones.Backbone, n_classes: int) -> tuple[bytes, by
     """The TensorBoard graph of the backbone with a new head, traced on the CPU (before the
     features may move to a GPU)."""
     size = backbone.transform.crop_size[0]
-    model = models.TransferModel(backbone.features, models.transfer_head(backbone.info.name, n_classes))
+    model = networks.TransferModel(backbone.features, networks.transfer_head(backbone.info.name, n_classes))
     return trace_graph(model, torch.zeros(1, 3, size, size))

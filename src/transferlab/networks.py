@@ -1,17 +1,12 @@
-"""Models: TinyVGG from scratch, transfer models (a backbone + new head), their checkpoints.
-
-A checkpoint is a plain dict of tensors and primitives (loadable with weights_only=True):
-`kind`, `classes`, `config` (what rebuilds the model) and `state_dict`. A transfer model with a
-frozen backbone stores only its head's weights plus the backbone's name; one whose last stages
-trained, those stages' weights and the head's (a `TailModel`). (`classifier.Classifier`
-rebuilds a model from its checkpoint.)
-"""
+"""The networks: TinyVGG from scratch, the transfer head, a backbone with a new head, a backbone's
+tail with a new head; and their parameter counts. (`kinds` says which network each kind of model
+trains, saves and rebuilds.)"""
 
 import numpy as np
 import torch
 from torch import nn
 
-from transferlab import backbones
+from transferlab import registry
 
 
 class TinyVGG(nn.Module):
@@ -45,7 +40,7 @@ def make_head(in_features: int, n_classes: int, dropout: float) -> nn.Sequential
 
 def transfer_head(backbone: str, n_classes: int) -> nn.Sequential:
     """The new head for a backbone of the registry (its feature width and recipe dropout)."""
-    info = backbones.info(backbone)
+    info = registry.info(backbone)
     return make_head(info.num_features, n_classes, info.dropout)
 
 
@@ -96,43 +91,10 @@ def frozen_transfer_parameters(backbone: str, trained: nn.Module, head: nn.Modul
     head_params = sum(p.numel() for p in head.parameters())
     return {
         "trainable_params": sum(p.numel() for p in trained.parameters()),
-        "total_params": backbones.info(backbone).params + head_params,
+        "total_params": registry.info(backbone).params + head_params,
     }
 
 
 def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """N x H x W x 3 uint8 -> N x 3 x H x W float in [0, 1] (TinyVGG's input)."""
     return torch.as_tensor(images).permute(0, 3, 1, 2).float().div(255)
-
-
-# --- checkpoints ----------------------------------------------------------------------------------
-
-
-def tinyvgg_checkpoint(model: TinyVGG, classes: list[str], hidden_units: int, image_size: int) -> dict:
-    config = {"hidden_units": hidden_units, "image_size": image_size}
-    return {"kind": "tinyvgg", "classes": classes, "config": config, "state_dict": model.state_dict()}
-
-
-def transfer_checkpoint(
-    model: nn.Module,
-    classes: list[str],
-    backbone: str,
-    image_size: int | None,
-    frozen: bool,
-    data_image_size: int,
-    runtime: str,
-    trainable_stages: int = 0,
-) -> dict:
-    """`model` is the head alone when the backbone is frozen, its `TailModel` when its last
-    `trainable_stages` stages trained, else the whole TransferModel. `runtime` computed the frozen
-    features it trained on (`runtimes`), so scoring uses the same."""
-    config = {
-        "backbone": backbone,
-        "image_size": image_size,
-        "frozen": frozen,
-        "data_image_size": data_image_size,
-        "runtime": runtime,
-    }
-    if trainable_stages:  # absent otherwise: a frozen head's checkpoint is as it always was
-        config["trainable_stages"] = trainable_stages
-    return {"kind": "transfer", "classes": classes, "config": config, "state_dict": model.state_dict()}

@@ -1,0 +1,89 @@
+"""One object per kind of model: how it trains, what its model file holds, how it is rebuilt for
+`predict` and how it scores. `Model` is what every kind shares (the model file) and `TinyVGGModel`
+the model trained from scratch; the pretrained kinds are in `transfer_kinds`, and `model_files`
+rebuilds any kind from its file.
+
+A model file is a plain dict of tensors and primitives (loadable with weights_only=True): `kind`
+(`tinyvgg` or `transfer`), `classes`, `config` (what rebuilds the model), `state_dict` (of the
+model's `saved` part) and `hparams` (what the experiment was). A checkpoint, in this project, is a
+training state (`checkpoints`), never a model file.
+"""
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferlab.networks import TinyVGG, count_parameters, uint8_to_float
+
+
+class Model:
+    """A trained (or training) model of one kind: `scorer` maps its `inputs` to logits and is what
+    trains; `saved` is the part whose weights its model file holds; `network` runs on its
+    `preprocess`ed images (for `predict`)."""
+
+    file_kind: ClassVar[str] = "transfer"
+    # Whether training states outlive the stage (in the machine-wide cache), or are resume points
+    keeps_training_states: ClassVar[bool] = True
+
+    def __init__(self, classes: list[str], config: dict):
+        self.classes, self.config = classes, config
+        self.file: dict | None = None  # the model file it was rebuilt from, if any
+
+    scorer: nn.Module
+
+    @property
+    def saved(self) -> nn.Module:
+        return self.scorer
+
+    def model_file(self, hparams: dict) -> dict:
+        """What is saved of this model: its weights and what rebuilds them, and its `hparams`."""
+        state_dict = self.saved.cpu().state_dict()
+        return {"kind": self.file_kind, "classes": self.classes, "config": self.config, "state_dict": state_dict} | {
+            "hparams": hparams
+        }
+
+    def parameter_counts(self) -> dict[str, int]:
+        return count_parameters(self.saved)
+
+    @property
+    def data_image_size(self) -> int:
+        """The side length of the canonical images the model was trained on."""
+        return self.config.get("data_image_size", self.config.get("image_size"))
+
+
+class TinyVGGModel(Model):
+    """TinyVGG from scratch: images as floats in [0, 1] in, every weight trained and saved."""
+
+    file_kind = "tinyvgg"
+    backbone = None
+
+    def __init__(self, classes: list[str], config: dict):
+        super().__init__(classes, config)
+        self.scorer = TinyVGG(config["hidden_units"], len(classes), config["image_size"])
+
+    @classmethod
+    def new(cls, classes: list[str], hidden_units: int, image_size: int) -> "TinyVGGModel":
+        return cls(classes, {"hidden_units": hidden_units, "image_size": image_size})
+
+    @property
+    def network(self) -> nn.Module:
+        return self.scorer
+
+    @staticmethod
+    def inputs_of(images: np.ndarray) -> torch.Tensor:
+        return uint8_to_float(images)
+
+    def inputs(self, images: np.ndarray, cache_dir: Path | None, device: torch.device) -> torch.Tensor:
+        return self.inputs_of(images)
+
+    def preprocess(self, images: np.ndarray) -> torch.Tensor:
+        return self.inputs_of(images)
+
+    def penultimate(self, images: np.ndarray) -> torch.Tensor:
+        """What its last linear layer separates (for the projector), on the CPU."""
+        network = self.scorer.cpu()  # scoring may have moved it to an accelerator
+        with torch.no_grad():
+            return network.block_2(network.block_1(self.inputs_of(images))).flatten(1)

@@ -1,6 +1,6 @@
 """The benchmarks' printed reports: tables, ratios, and each target judged met or MISSED.
 
-The targets are the ones BENCHMARKS.md and the README state; they live here as named constants so
+The targets are the ones BENCHMARKS.md states; they live here as named constants so
 that a changed target is one edit. Only printing and arithmetic on finished results happen here.
 """
 

@@ -1,4 +1,4 @@
-"""The README's guarantees, on the real pipeline: determinism, interrupt safety and resume."""
+"""The guarantees of docs/guarantees.md, on the real pipeline: determinism, interrupt safety and resume."""
 
 import json
 import os
@@ -68,7 +68,7 @@ def test_two_clean_runs_on_the_gpu_give_identical_outputs_with_deterministic_ker
     """On a GPU (the other tests force the CPU): two clean runs of the whole pipeline (TinyVGG and
     the frozen grid) give identical outputs, and no kernel reports that it has no deterministic
     implementation (`engine.seed_everything` makes such kernels warn). Fine-tuning is left out: the
-    backward of AdaptiveAvgPool2d, in every EfficientNet, has none on CUDA (README, Guarantees)."""
+    backward of AdaptiveAvgPool2d, in every EfficientNet, has none on CUDA (docs/guarantees.md)."""
     params = long_tinyvgg_params(source)
     params["tinyvgg"]["epochs"] = 3
     gpu = {"TRANSFERLAB_DEVICE": "cuda"}

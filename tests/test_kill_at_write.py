@@ -12,7 +12,7 @@ through the real `dvc repro`:
   training state or cache entry again that the killed run had completed (it resumes).
 
 The harness is `helpers/kill_at_write/sitecustomize.py` (it wraps `os.replace` in the stage's
-process only). TensorBoard runs are written live by design and are left out (README, Guarantees).
+process only). TensorBoard runs are written live by design and are left out (docs/guarantees.md).
 """
 
 import os

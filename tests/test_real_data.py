@@ -1,6 +1,6 @@
 """Real CIFAR-10 (../shared/data/cifar10-jpg.tar.gz): the product's headline claims, with floors
 from measured numbers (TinyVGG 52.00 %, lite0 66.10 %, lite0 with its last stage trained 71.25 %:
-README). Without the archive the tests skip
+README, BENCHMARKS.md). Without the archive the tests skip
 with the reason shown, except under CI (CI=true), where that is a failure: CI has the archive."""
 
 import dataclasses

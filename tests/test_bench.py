@@ -1,200 +1,248 @@
-"""The benchmarks (bench/): a package of their own, and smoke runs of each on a tiny configuration."""
+"""The benchmarks' harness (bench/), in seconds: the report from given rows, targets met and missed,
+the timing helpers, the command lines, a project copy with a phase in its own process, and each
+scenario's report and commands on made-up results. The benchmarks themselves are not run here."""
 
-import json
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
-from helpers.images import make_image_folder
-from helpers.projects import ROOT, project_env
+from bench import grid, harness, partial, sweep
+from bench.report import Table, Target, console, markdown, missed, render, targets
+from helpers.projects import ROOT
 
 
-def run_bench(script: str, args: list[str], tmp_path) -> tuple[subprocess.CompletedProcess, dict]:
-    """`python bench/SCRIPT.py ARGS --workdir tmp/work --json tmp/results.json`, as users type it;
-    its completed process and JSON results."""
-    results_file = tmp_path / "results.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / script),
-            *args,
-            "--workdir",
-            str(tmp_path / "work"),
-            "--json",
-            str(results_file),
-        ],
-        cwd=tmp_path,
-        env=project_env(tmp_path / "work/project"),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+def results_of(table: Table) -> dict[str, tuple[str, str]]:
+    """A targets table as {measure: (result, met or MISSED)}."""
+    return {measure: (result, status) for measure, result, _, status in table.rows}
+
+
+def test_report_renders_rows_as_console_and_markdown_tables():
+    table = Table("approaches", {"approach": "", "wall s": ".1f", "passes": ","}, [("pipeline", 30.94, 2500)])
+    table.rows.append(("course loop", 1330.1, 60000))
+    table.notes.append("fastest of 3 rounds")
+    assert console(table).splitlines() == [
+        "",
+        "== approaches ==",
+        "approach     wall s  passes",
+        "pipeline       30.9   2,500",
+        "course loop  1330.1  60,000",
+        "(fastest of 3 rounds)",
+    ]
+    assert markdown(table).splitlines()[1:7] == [
+        "### approaches",
+        "",
+        "| approach | wall s | passes |",
+        "|---|---:|---:|",
+        "| pipeline | 30.9 | 2,500 |",
+        "| course loop | 1330.1 | 60,000 |",
+    ]
+    assert render([table, table], as_markdown=True).count("### approaches") == 2
+    with pytest.raises(ValueError):  # a row with a missing or extra value is an error, not a shifted column
+        Table("t", {"a": "", "b": ""}, [("x",)]).cells()
+
+
+def test_targets_are_met_at_their_limit_and_missed_past_it():
+    at_least, at_most = Target("speed-up", ">=", 2.2, "x"), Target("peak RSS", "<=", 4096, " MiB", ".0f")
+    same = Target("identical in every round", "==", True)
+    table = targets([(at_least, 2.2), (at_most, 4096.4, "all rounds"), (same, True), (at_least.named("lite0"), 2.19)])
+    assert table.rows == [
+        ("speed-up", "2.20x", ">= 2.2x", "met"),
+        ("peak RSS", "4096 MiB (all rounds)", "<= 4096 MiB", "MISSED"),
+        ("identical in every round", "yes", "== yes", "met"),
+        ("speed-up", "2.19x", ">= 2.2x", "MISSED"),
+    ]
+    assert missed(table) == ["peak RSS", "speed-up"]
+    assert Target("extraction {} / eager", ">=", 2.2).named("lite0").measure == "extraction lite0 / eager"
+    assert not same.met(False)
+
+
+def test_timing_helpers(tmp_path):
+    assert harness.fastest([{"wall_s": 2.0, "n": 1}, {"wall_s": 1.5, "n": 2}, {"wall_s": 3.0}]) == {
+        "wall_s": 1.5,
+        "n": 2,
+    }
+    assert 0.05 <= harness.timed(time.sleep, 0.05) < 1
+    log = tmp_path / "bench.log"
+    allocate = [sys.executable, "-c", "import time; b = bytearray(300 * 2**20); time.sleep(0.1); print('done')"]
+    stats = harness.measure(allocate, tmp_path, {}, log)
+    assert 0.1 < stats["wall_s"] < 30 and 300 < stats["peak_rss_mib"] < 1000  # the child's own memory
+    assert "$ " + " ".join(allocate) in log.read_text() and "done" in log.read_text()
+    with pytest.raises(SystemExit, match=f"failed \\(3\\); see {log}"):
+        harness.measure([sys.executable, "-c", "raise SystemExit(3)"], tmp_path, {}, log)
+
+
+def benchmarks_commands() -> dict[str, list[str]]:
+    """BENCHMARKS.md's command lines, by script, as argument lists."""
+    text = (ROOT / "BENCHMARKS.md").read_text().replace("\\\n", " ")
+    found = re.findall(r"^\.venv/bin/python bench/(\w+)\.py (.*)$", text, flags=re.MULTILINE)
+    return {script: args.split() for script, args in found}
+
+
+def test_command_lines_keep_their_defaults_and_benchmarks_md_commands_parse():
+    scripts = {"grid": grid, "partial": partial, "sweep": sweep}
+    assert set(benchmarks_commands()) == set(scripts)
+    for script, args in benchmarks_commands().items():
+        assert harness.parser(scripts[script]).parse_args(args).source == "../shared/data/cifar10-jpg.tar.gz"
+    defaults = {name: harness.parser(module).parse_args(["--source", "d"]) for name, module in scripts.items()}
+    assert (defaults["grid"].test_size, defaults["grid"].rounds, defaults["grid"].extract_rounds) == (250, 3, 3)
+    assert defaults["grid"].course_bn == "frozen" and defaults["grid"].epochs == [5, 10]
+    assert (defaults["partial"].test_size, defaults["partial"].rounds, defaults["partial"].stages) == (2000, 1, 1)
+    assert (defaults["partial"].naive_models, defaults["partial"].naive_test_size) == (["effnet_lite0"], 500)
+    assert (defaults["sweep"].epochs, defaults["sweep"].tinyvgg_size, defaults["sweep"].jobs) == ([5], 500, 2)
+    for args in defaults.values():
+        assert args.models == ["effnet_lite0", "effnet_lite2"] and args.train_sizes == [500, 1000]
+        assert args.image_size is None and args.workdir is None and not args.markdown
+    with pytest.raises(SystemExit):
+        harness.parser(grid).parse_args([])  # --source is required
+    args = harness.parser(partial).parse_args(["--source", "d", "--models", "effnet_lite0", "--stages", "2"])
+    small = partial.params(args, 2, models=args.naive_models, test_size=7)
+    assert (small["trainable_stages"], small["model"], small["subset"]["test_size"]) == (2, ["effnet_lite0"], 7)
+    assert small["data"]["source"].endswith("/d") and small["transfer"]["image_size"] is None
+
+
+def test_project_copy_runs_a_phase_in_its_own_process(tmp_path):
+    """The copy holds the checkout's files as git lists them (not dvc.lock, caches or the venv), is
+    committed, and runs `python -m bench.harness MODULE:FUNCTION` on its own code."""
+    args = harness.parser(sweep).parse_args(["--source", str(tmp_path), "--test-size", "6"])
+    project = harness.Project.create(tmp_path / "work", sweep.params(args))
+    files = harness.checkout_files()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.lock", "tracked.py", "new.py", "ignored.pt", ".gitignore"):
+        (repo / name).write_text("*.pt\n" if name == ".gitignore" else name)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "dvc.lock", "tracked.py", ".gitignore"], cwd=repo, check=True)
+    assert harness.checkout_files(repo) == [".gitignore", "new.py", "tracked.py"]  # not dvc.lock nor ignored
+    assert "bench/harness.py" in files and "dvc.yaml" in files and "src/transferlab/features.py" in files
+    assert not any(
+        f.startswith((".venv/", ".dvc/cache/", "tests/helpers/__pycache__")) or f == "dvc.lock" for f in files
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result, json.loads(results_file.read_text())
+    assert (project.path / "bench/harness.py").read_text() == (ROOT / "bench/harness.py").read_text()
+    assert "model: effnet_lite0" in (project.path / "params.yaml").read_text()
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=project.path, capture_output=True, text=True)
+    assert status.stdout == ""  # everything committed
+    result = project.run_phase("builtins:dict", {"models": ["m"]}, project.cache("phase", fresh=True))
+    assert result.pop("wall_s") > 0 and result.pop("peak_rss_mib") > 5
+    assert result == {"models": ["m"]}  # what the phase returned for its config
+    with pytest.raises(SystemExit, match="see .*bench.log"):
+        project.run_phase("bench.report:nope", {}, project.cache("phase"))
 
 
-def test_bench_is_independent_of_the_tests():
-    """bench/ imports nothing from tests/, and copies the project from what git lists."""
-    code = (
-        "import sys; import bench.grid, bench.sweep, bench.report, bench.project; "
-        "from bench.project import checkout_files; files = checkout_files(); "
-        "assert 'bench/project.py' in files and 'dvc.yaml' in files and 'src/transferlab/features.py' in files; "
-        "assert not any(f.startswith(('.venv/', '.dvc/cache/')) or f == 'dvc.lock' for f in files); "
-        "print(sorted(m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)))"
-    )
+def test_phase_entry_point_explains_its_usage():
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert str(ROOT / "tests") not in result.stdout
-
-
-def test_bench_phases_entry_point_explains_its_usage():
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.phases", "nope"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        [sys.executable, "-m", "bench.harness", "nope"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode != 0
-    phases = "{course,naive,tail_flops,floor,floor_onnxruntime,extract,profile,cache}"
-    assert f"usage: python -m bench.phases {phases} CONFIG_JSON RESULT_JSON" in result.stderr
+    assert "usage: python -m bench.harness MODULE:FUNCTION CONFIG_JSON RESULT_JSON" in result.stderr
 
 
-@pytest.mark.slow
-def test_bench_grid_runs_on_a_tiny_configuration(tmp_path):
-    source = make_image_folder(tmp_path / "images", n_train=10, n_test=6, size=16)
-    result, results = run_bench(
-        "grid.py",
-        [
-            "--source",
-            str(source),
-            "--models",
-            "effnet_lite0",
-            "--train-sizes",
-            "3",
-            "6",
-            "--epochs",
-            "1",
-            "2",
-            "--test-size",
-            "6",
-            "--image-size",
-            "32",
-            "--tinyvgg-size",
-            "12",
-            "--extract-rounds",
-            "2",
-            "--rounds",
-            "2",
-        ],
-        tmp_path,
-    )
-    for heading in (
-        "approaches",
-        "final test accuracy",
-        "ratios and targets",
-        "FLOPs and GFLOP/s",
-        "where the pipeline",
-    ):
-        assert heading in result.stdout
-    experiments = {f"{n}_images-effnet_lite0-{e}_epochs" for n in (3, 6) for e in (1, 2)}
-    assert set(results["pipeline"]["test_acc"]) == experiments == set(results["course"]["test_acc"])
-    # The default course reference keeps the frozen backbone in eval mode: the same model as the
-    # pipeline's, so the same accuracy (features differ only by batch composition: one image at most).
-    for name, accuracy in results["pipeline"]["test_acc"].items():
-        assert results["course"]["test_acc"][name] == pytest.approx(accuracy, abs=1 / 6 + 1e-9)
-    phases = ("pipeline", "course", "floor", "floor_onnxruntime", "extract", "epochs_rerun", "noop", "torch_import")
-    for phase in (*phases, "dynamo_import"):
-        assert results[phase]["wall_s"] > 0 and results[phase]["peak_rss_mib"] > 20
-    for phase in ("pipeline", "epochs_rerun", "floor", "floor_onnxruntime"):  # the fastest of 2 rounds counts
-        assert len(results["rounds"][phase]) == 2
-        assert results[phase]["wall_s"] == min(run["wall_s"] for run in results["rounds"][phase])
-    first, second = results["rounds"]["pipeline"]
-    assert first["test_acc"] == second["test_acc"]
-    log = (tmp_path / "work/bench.log").read_text()
-    assert log.count("Running stage 'train_transfer'") == 4  # each round: a full run and a rerun
-    assert results["pipeline"]["peak_rss_mib"] > 500  # torch and a backbone were in memory
-    # the largest train subset (nesting) plus the test subset
-    assert results["floor"]["images"] == results["floor_onnxruntime"]["images"] == 6 + 6
-    extract = results["extract"]
-    assert extract["images"] == 12
-    for loop in ("bare_s", "onnx_bare_s", "cache_s"):
-        assert len(extract[loop]["effnet_lite0"]) == 2 and min(extract[loop]["effnet_lite0"]) > 0
-    assert extract["export_s"]["effnet_lite0"] > 1  # torch.export of the whole backbone
-    assert 1e7 < extract["flops_per_image"]["effnet_lite0"] < 1e9  # lite0 at 32 px: about 0.02 GFLOP
-    assert extract["cpu"]["gflops"] > 1
-    # The profiled functions ran, and none is counted twice: their times fit in the stage's.
-    measured = {k: v for k, v in results["profile"]["breakdown_s"].items() if not k.startswith("everything else")}
-    assert measured and all(seconds > 0 for seconds in measured.values()), measured
-    assert sum(measured.values()) <= results["profile"]["total_s"]
+def grid_results() -> dict:
+    """Made-up grid results shaped as grid.run returns them (BENCHMARKS.md's 2026-12-01 run)."""
+    acc = {"500_images-m-5_epochs": 0.632, "1000_images-m-5_epochs": 0.70}
+    run = {"wall_s": 30.9, "peak_rss_mib": 2083, "test_acc": acc}
+    rounds = {"pipeline": [run, {**run, "wall_s": 31.2}], "epochs_rerun": [{"wall_s": 7.3, "peak_rss_mib": 2092}]}
+    rounds |= {"floor": [{"wall_s": 56.3, "peak_rss_mib": 1456, "images": 1250}]}
+    rounds |= {"floor_onnxruntime": [{"wall_s": 24.3, "peak_rss_mib": 1727, "images": 1250}]}
+    extract = {"images": 1250, "cpu": {"cores": 2, "ghz": 2.6, "flops_per_cycle": 64, "gflops": 332.8}}
+    extract |= {"flops_per_image": {"m": 0.768e9}, "export_s": {"m": 3.3}}
+    extract |= {"bare_s": {"m": [18.93, 18.41]}, "onnx_bare_s": {"m": [4.91, 4.99]}, "cache_s": {"m": [5.07, 5.11]}}
+    return {
+        **{name: runs[0] for name, runs in rounds.items()},
+        "rounds": rounds,
+        "config": {"models": ["m"], "train_sizes": [500, 1000], "epochs": [5], "extract_rounds": 2},
+        "args": {"test_size": 250},
+        "course": {"wall_s": 1330.1, "peak_rss_mib": 1658, "test_acc": {**acc, "1000_images-m-5_epochs": 0.69}},
+        "noop": {"wall_s": 0.63, "peak_rss_mib": 300},
+        "torch_import": {"wall_s": 1.22},
+        "dynamo_import": {"wall_s": 2.23},
+        "extract": extract,
+        "profile": {"total_s": 34.8, "breakdown_s": {"backbone feature extraction": 14.4, "everything else": 20.4}},
+    }
 
 
-@pytest.mark.slow
-def test_bench_sweep_runs_on_a_tiny_configuration(tmp_path):
-    source = make_image_folder(tmp_path / "images", n_train=10, n_test=6, size=16)
-    result, results = run_bench(
-        "sweep.py",
-        [
-            "--source",
-            str(source),
-            "--models",
-            "effnet_lite0",
-            "--train-sizes",
-            "6",
-            "9",
-            "--test-size",
-            "6",
-            "--image-size",
-            "32",
-            "--tinyvgg-size",
-            "12",
-        ],
-        tmp_path,
-    )
-    for heading in ("2 experiments, three ways", "test accuracy per experiment", "targets"):
-        assert heading in result.stdout
-    assert "every approach: the same test accuracy per experiment" in result.stdout
-    experiments = {f"{n}_images-effnet_lite0-5_epochs" for n in (6, 9)}
-    approaches = ("grid", "sequential", "queue")
-    assert set(results) == {*approaches, "config"}
-    assert results["config"]["models"] == ["effnet_lite0"] and results["config"]["jobs"] == 2
-    for approach in approaches:
-        assert results[approach]["wall_s"] > 0
-        assert set(results[approach]["test_acc"]) == experiments
-        assert results[approach]["test_acc"] == results["grid"]["test_acc"]  # identical across approaches
-        # each approach starts from an empty cache; each image goes through the backbone once:
-        # the larger train subset (the smaller is nested in it) plus the test subset
-        assert results[approach]["cache"]["effnet_lite0"]["images"] == 9 + 6
-        assert results[approach]["cache"]["effnet_lite0"]["entries"] == 9 + 6
+def test_grid_report_from_results():
+    tables = {table.title.split(" (")[0].split(",")[0]: table for table in grid.report(grid_results())}
+    assert tables["approaches"].rows[0] == ("pipeline", 30.9, 1250, 1250 / 30.9, 10000 / 30.9, 2083)
+    assert tables["approaches"].rows[1][2] == 5 * (500 + 250) + 5 * (1000 + 250)  # every epoch's images
+    assert tables["final test accuracy"].rows[0] == ("1000_images-m-5_epochs", 70.0, 69.0, pytest.approx(1.0))
+    checks = results_of(tables["ratios and targets"])
+    assert checks["course / pipeline wall time"] == ("43.0x", "met")
+    assert checks["largest accuracy gap, pipeline vs course"] == ("1.00 pp", "MISSED")
+    assert checks["pipeline / PyTorch-eager floor"] == ("0.55x", "met")  # 0.549
+    assert checks["pipeline / ONNX Runtime floor"] == ("1.27x", "MISSED")
+    assert checks["epochs-only rerun / full run"] == ("23.6 % (7.3 s)", "MISSED")
+    assert checks["pipeline peak RSS, all rounds"] == ("2092 MiB", "met")
+    assert checks["pipeline accuracies identical in every round"] == ("yes", "met")
+    assert checks["extraction m / the eager loop"] == ("3.63x", "met")
+    assert checks["extraction m / the bare ONNX Runtime loop"] == ("0.97x", "met")
+    assert tables["feature extraction"].rows[0][:3] == ("m", 0.768, 3.3)
+    assert tables["feature extraction"].rows[0][3] == "67.9 img/s, 52.1 GFLOP/s"
+    assert ("m eager loop", "18.93, 18.41") in tables["all rounds"].rows
+    assert tables["a rerun's fixed part"].rows[-1] == ("sum", pytest.approx(4.08), pytest.approx(13.2, abs=0.05))
+    assert "333 GFLOP/s" in console(tables["feature extraction"])
 
 
-@pytest.mark.slow
-def test_bench_partial_runs_on_a_tiny_configuration(tmp_path):
-    source = make_image_folder(tmp_path / "images", n_train=10, n_test=6, size=16)
-    args = ["--source", str(source), "--models", "effnet_lite0", "--train-sizes", "4", "8", "--epochs", "1", "2"]
-    args += ["--test-size", "6", "--naive-test-size", "3", "--image-size", "64", "--tinyvgg-size", "12"]
-    result, results = run_bench("partial.py", args, tmp_path)
-    headings = ("frozen head vs last 1 stage(s)", "the naive way", "wall time", "cached inputs", "FP32 peak", "targets")
-    for heading in headings:
-        assert heading in result.stdout
-    assert 1e6 < results["tail_flops"]["forward_flops_per_image"]["effnet_lite0"] < 1e8  # at 64 px: 2 x 2 maps
-    frozen = {f"{n}_images-effnet_lite0-{e}_epochs" for n in (4, 8) for e in (1, 2)}
-    partial = {name.replace("lite0-", "lite0+1_stages-") for name in frozen}
-    assert set(results["frozen"]["test_acc"]) == frozen
-    assert set(results["partial"]["test_acc"]) == partial == set(results["naive"]["test_acc"])
-    # The naive way trains the same model on the same batches; its activations come from PyTorch
-    # instead of ONNX Runtime (within 1e-4), so the same accuracy up to one test image in 3.
-    for name, accuracy in results["naive"]["test_acc"].items():
-        assert results["partial_small"]["test_acc"][name] == pytest.approx(accuracy, abs=1 / 3 + 1e-9)
-    for approach in ("frozen", "partial", "partial_small", "naive"):
-        assert results[approach]["wall_s"] > 0 and results[approach]["peak_rss_mib"] > 20
-    (folder,) = results["partial"]["cache"]
-    assert folder.startswith("effnet_lite0_64px/before_last_1_stages/")
-    assert results["partial"]["cache"][folder]["images"] == 8 + 6  # the largest train subset and the test subset
-    log = (tmp_path / "work/bench.log").read_text()
-    assert log.count("Running stage 'train_transfer'") == 3  # frozen, partial, partial_small: each trained
+def test_partial_and_sweep_reports_from_results():
+    frozen = {"500_images-effnet_lite0-5_epochs": 0.661, "1000_images-effnet_lite0-5_epochs": 0.697}
+    tuned = {k.replace("lite0-", "lite0+1_stages-"): v for k, v in {**frozen}.items()}
+    tuned["500_images-effnet_lite0+1_stages-5_epochs"] = 0.7125
+    cache = {"effnet_lite0": {"images": 3000, "entries": 3000, "bytes": 3000 * 36.8 * 1024, "folder": "f/o"}}
+    r = {
+        "config": {"models": ["effnet_lite0"], "train_sizes": [500, 1000], "epochs": [5], "trainable_stages": 1},
+        "args": {"test_size": 2000, "naive_test_size": 500},
+        "rounds": {"frozen": [{"wall_s": 55.7}, {"wall_s": 56.6}], "partial": [{"wall_s": 189.4}]},
+        "frozen": {"wall_s": 55.7, "peak_rss_mib": 2105, "test_acc": frozen},
+        "partial": {"wall_s": 189.4, "peak_rss_mib": 2726, "test_acc": tuned, "cache": cache},
+        "partial_small": {"wall_s": 57.1, "peak_rss_mib": 1639, "test_acc": {**tuned}},
+        "naive": {
+            "wall_s": 663.5,
+            "peak_rss_mib": 1378,
+            "test_acc": {**tuned, "1000_images-effnet_lite0+1_stages-5_epochs": 0.695},
+        },
+        "tail_flops": {"cpu": {"gflops": 100.0}, "forward_flops_per_image": {"effnet_lite0": 1e8}},
+    }
+    tables = partial.report(r)
+    checks = results_of(tables[-1])
+    assert checks["gain over the frozen head, 500_images-effnet_lite0-5_epochs"] == ("+5.15 pp", "met")
+    assert checks["largest gap to the naive way"] == ("0.20 pp", "met")
+    assert checks["naive / cached wall time, the same grid"] == ("11.6x", "met")
+    assert checks["partial grid / frozen grid"] == ("3.40x", "MISSED")
+    assert tables[2].rows[0] == ("frozen", 55.7, "55.7, 56.6", 2105)
+    assert tables[3].rows == [("f/o", 3000, pytest.approx(107.8, abs=0.05), pytest.approx(36.8))]
+    tail_s = 5 * (3 * 1500 + 2 * 2000) * 1e8 / 100e9  # epochs x (3 passes per train image + test) at peak
+    assert tables[4].rows[0] == ("tails' training at the CPU's FP32 peak, s", pytest.approx(tail_s))
+
+    acc = {"500_images-effnet_lite0-5_epochs": 0.663}
+    s = {"args": {"jobs": 2, "models": ["effnet_lite0"], "train_sizes": [500]}}
+    for approach, wall in (("grid", 331.8), ("sequential", 365.9), ("queue", 369.9)):
+        s[approach] = {"wall_s": wall, "test_acc": acc, "cache": {"effnet_lite0": {"images": 3000, "entries": 3000}}}
+    s["queue"]["cache"]["effnet_lite0"] = {"images": 3000, "entries": 3001}
+    rows, accuracy, checks = sweep.report(s)
+    assert rows.rows[2] == ("queue", 369.9, pytest.approx(1.115, abs=1e-3), "effnet_lite0 3,000 / 3,001")
+    assert accuracy.rows == [("500_images-effnet_lite0-5_epochs", 66.3, 66.3, 66.3)]
+    assert missed(checks) == ["every approach: each image through each backbone once"]
+
+
+def test_sweep_runs_each_approach_as_dvc_commands():
+    args = harness.parser(sweep).parse_args(["--source", "d", "--train-sizes", "6", "9", "--jobs", "3"])
+    assert sweep.commands(args, "grid") == [
+        ["dvc", "exp", "run", "-S", "model=[effnet_lite0,effnet_lite2]", "-S", "train_size=[6,9]"]
+    ]
+    assert len(sweep.commands(args, "sequential")) == 4
+    assert sweep.commands(args, "sequential")[1] == [
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "model=effnet_lite0",
+        "-S",
+        "train_size=9",
+    ]
+    queue, run_all = sweep.commands(args, "queue")
+    assert queue == ["dvc", "exp", "run", "--queue", "-S", "model=effnet_lite0,effnet_lite2", "-S", "train_size=6,9"]
+    assert run_all == ["dvc", "exp", "run", "--run-all", "-j", "3"]
+    baseline = sweep.params(args)  # a point outside the sweep
+    assert (baseline["model"], baseline["train_size"], baseline["epochs"]) == ("effnet_lite0", 3, [5])

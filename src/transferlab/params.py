@@ -18,13 +18,19 @@ from transferlab.errors import UserError
 from transferlab.registry import BACKBONE_NAMES, BLOCK_STAGES
 
 PARAMS_FILE = "params.yaml"
-Optimizer = Literal["adam", "sgd"]
-SelectionMetric = Literal["test_acc", "test_loss"]
+Optimizer = Literal["adam", "adamw", "sgd"]
+SelectionMetric = Literal["val_acc", "val_loss"]
+# The test subset is scored once per model, to report; choosing on it would overstate the winner.
+TEST_METRICS = ("test_acc", "test_loss")
 Runtime = Literal["auto", "onnxruntime", "torch"]  # what computes frozen features: see `runtimes`
 
 
 def positive():
     return field(metadata={"min": 1})
+
+
+def not_negative():
+    return field(metadata={"min": 0})
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class DataParams:
 @dataclass(frozen=True)
 class SubsetParams:
     tinyvgg_train_size: int = positive()
+    val_size: int = positive()  # drawn from the train split, disjoint from every train subset
     test_size: int = positive()
 
 
@@ -46,6 +53,7 @@ class TrainingParams:
     batch_size: int = positive()
     optimizer: Optimizer
     lr: float
+    weight_decay: float = not_negative()
 
 
 @dataclass(frozen=True)
@@ -55,10 +63,14 @@ class TinyVGGParams(TrainingParams):
 
 
 @dataclass(frozen=True)
-class TransferParams(TrainingParams):
+class TransferParams:
+    """What every experiment of the grid shares (its learning rate, weight decay and seed are axes)."""
+
     freeze: bool
     image_size: int | None = positive()  # None: the pretrained weights' own input size
     runtime: Runtime
+    batch_size: int = positive()
+    optimizer: Optimizer
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,10 @@ class Params:
     trainable_stages: tuple[int, ...] = field(metadata={"min": 0, "max": BLOCK_STAGES})
     train_size: tuple[int, ...] = positive()
     epochs: tuple[int, ...] = positive()
+    lr: tuple[float, ...]
+    weight_decay: tuple[float, ...] = not_negative()
+    # the experiments' own seeds (new head, batch order); several give mean and spread over seeds
+    train_seed: tuple[int, ...] = not_negative()
     transfer: TransferParams
     select_best: SelectBestParams
 
@@ -102,6 +118,7 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
 
 
 def parse(raw: object, where: str = PARAMS_FILE) -> Params:
+    _refuse_test_metric(raw, where)
     params = _convert_section(Params, raw, prefix="", where=where)
     if not params.transfer.freeze and params.trainable_stages != (0,):
         raise UserError(
@@ -109,6 +126,18 @@ def parse(raw: object, where: str = PARAMS_FILE) -> Params:
             "set transfer.freeze: true to train only its last stages"
         )
     return params
+
+
+def _refuse_test_metric(raw: object, where: str) -> None:
+    """A test metric as select_best's ranking metric is refused, saying why (before the generic
+    "choose one of" message, which would not)."""
+    section = raw.get("select_best") if isinstance(raw, dict) else None
+    if isinstance(section, dict) and (metric := section.get("metric")) in TEST_METRICS:
+        raise UserError(
+            f"{where}: select_best.metric is {metric}, but the test subset is never used to choose: it is scored "
+            f"once per model to report an unbiased accuracy, and the best of many on it is optimistic; "
+            f"rank by val_{metric.removeprefix('test_')} (or val_acc / val_loss)"
+        )
 
 
 def _convert_section(cls, raw, prefix: str, where: str):
@@ -156,9 +185,11 @@ def _convert_value(hint, value, key: str, metadata, where: str):
         value = float(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise UserError(f"{where}: {key} must be {_type_name(hint)}, got {value!r}")
-    if hint is float and value <= 0:
-        raise UserError(f"{where}: {key} must be greater than 0, got {value!r}")
     minimum, maximum = metadata.get("min"), metadata.get("max")
+    if hint is float and minimum is None and value <= 0:
+        raise UserError(f"{where}: {key} must be greater than 0, got {value!r}")
+    if hint is float and minimum is not None and value < minimum:
+        raise UserError(f"{where}: {key} must be a number >= {minimum}, got {value!r}")
     if minimum is not None and value < minimum:
         raise UserError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
     if maximum is not None and value > maximum:

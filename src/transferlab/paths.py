@@ -46,8 +46,10 @@ class TinyVGGPaths:
     dataset_dir: Path = reads("the canonical dataset")
     subsets_dir: Path = reads("the subsets")
     model_file: Path = writes("the trained model")
-    metrics_file: Path = writes("final metrics", "metrics")
-    plots_dir: Path = writes("per-epoch loss and accuracy curves (loss.json, accuracy.json)", "plots")
+    metrics_file: Path = writes("final train and validation metrics")
+    plots_dir: Path = writes(
+        "per-epoch loss and accuracy curves, train and validation (loss.json, accuracy.json)", "plots"
+    )
     runs_dir: Path = writes("the TensorBoard run")
 
 
@@ -56,8 +58,8 @@ class TransferPaths:
     dataset_dir: Path = reads("the canonical dataset")
     subsets_dir: Path = reads("the subsets")
     models_dir: Path = writes("one trained model per experiment")
-    metrics_file: Path = writes("every experiment's final metrics", "metrics")
-    plots_dir: Path = writes("every experiment's per-epoch curves (loss.json, accuracy.json)", "plots")
+    metrics_file: Path = writes("every experiment's final train and validation metrics")
+    plots_dir: Path = writes("the per-epoch curves of the best experiment per backbone, depth and train size", "plots")
     runs_dir: Path = writes("one TensorBoard run per experiment")
     summaries_dir: Path = writes("torchinfo summaries, one per backbone")
 
@@ -68,24 +70,30 @@ class EvaluatePaths:
     subsets_dir: Path = reads("the subsets")
     tinyvgg_file: Path = reads("the TinyVGG model")
     transfer_dir: Path = reads("the transfer experiments' models")
-    metrics_file: Path = writes("every model's test metrics", "metrics")
-    confusion_dir: Path = writes("one confusion matrix per model", "plots")
-    summary_file: Path = writes("test accuracy against train size, per backbone", "plots")
-    runs_dir: Path = writes("the TensorBoard run: PR curves, confusion figures, projector, HParams configuration")
+    evaluation_file: Path = writes("every model's validation and test metrics")
+    predicted_file: Path = writes("every model's predicted class for each validation and test image")
+    summary_file: Path = writes("accuracy against train size, per backbone", "plots")
+    runs_dir: Path = writes("the TensorBoard run: projector and the HParams configuration")
 
 
 @dataclass(frozen=True)
 class SelectBestPaths:
     dataset_dir: Path = reads("the canonical dataset")
     subsets_dir: Path = reads("the subsets")
-    evaluation_file: Path = reads("every model's test metrics")
+    evaluation_file: Path = reads("every model's validation and test metrics")
+    predicted_file: Path = reads("every model's predicted class for each validation and test image")
     tinyvgg_file: Path = reads("the TinyVGG model")
     transfer_dir: Path = reads("the transfer experiments' models")
-    best_metrics_file: Path = writes("the selected model's metrics, the sweep's headline", "metrics")
-    leaderboard_file: Path = writes("every model ranked (Markdown)")
+    best_metrics_file: Path = writes(
+        "the headline: the winner chosen on validation, its test accuracy and interval", "metrics"
+    )
+    leaderboard_file: Path = writes("every model ranked on validation, with test accuracy and interval (Markdown)")
     best_model_file: Path = writes("the exported best model")
     predictions_file: Path = writes("predictions on random test images (PNG)", "plots")
-    runs_dir: Path = writes("the TensorBoard run with the predictions figure")
+    confusion_dir: Path = writes("test confusion matrices of the winner and TinyVGG", "plots")
+    runs_dir: Path = writes(
+        "the TensorBoard run: the winner's and TinyVGG's PR curves, confusion and predictions figures"
+    )
 
 
 Paths = TypeVar("Paths")

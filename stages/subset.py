@@ -1,4 +1,5 @@
-"""subset stage: seeded, class-balanced, nested train subsets and one shared test subset."""
+"""subset stage: seeded, class-balanced, nested train subsets, one shared validation subset (from
+the train split, disjoint from them) and one shared test subset."""
 
 from transferlab.entrypoints import imports_without_gc, run_cli
 
@@ -19,6 +20,7 @@ def main() -> None:
         p.seed,
         p.subset.tinyvgg_train_size,
         p.train_size,
+        p.subset.val_size,
         p.subset.test_size,
     )
     subsets.save(chosen, io.subsets_dir)

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from transferlab.distributed import ONE_PROCESS, Group
 
-HISTORY_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
+HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
@@ -41,10 +41,14 @@ def batch_loader(dataset: TensorDataset, batch_size: int, generator: torch.Gener
     )
 
 
-def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, parameters, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam (weight decay as an L2 term of the gradient), AdamW (decoupled weight decay) or SGD with
+    momentum 0.9."""
     if name == "adam":
-        return torch.optim.Adam(parameters, lr=lr)
-    return torch.optim.SGD(parameters, lr=lr, momentum=0.9)
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=weight_decay)
 
 
 def train_step(
@@ -92,7 +96,7 @@ def predict(
     return torch.cat(logits), torch.cat(labels)
 
 
-def test_step(
+def eval_step(
     model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: torch.device, group: Group = ONE_PROCESS
 ) -> tuple[float, float]:
     """Mean loss and accuracy over all samples of `loader` (each process of `group` scores its part)."""
@@ -105,7 +109,7 @@ def test_step(
 def train(
     model: nn.Module,
     train_loader: DataLoader,
-    test_loader: DataLoader,
+    val_loader: DataLoader,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     epochs: int,
@@ -115,7 +119,7 @@ def train(
     desc: str = "train",
     group: Group = ONE_PROCESS,
 ) -> dict[str, list[float]]:
-    """Train for `epochs` epochs; returns per-epoch history (train/test loss and accuracy).
+    """Train for `epochs` epochs; returns per-epoch history (train and validation loss and accuracy).
 
     `history` continues an interrupted run: training resumes after its last epoch.
     `on_epoch(epoch, history)` is called after every epoch (1-based), e.g. to log or checkpoint.
@@ -132,8 +136,8 @@ def train(
         disable=not group.leader,  # one progress bar per model
     ):
         train_loss, train_acc = train_step(model, train_loader, loss_fn, optimizer, device, group)
-        test_loss, test_acc = test_step(model, test_loader, loss_fn, device, group)
-        for key, value in zip(HISTORY_KEYS, (train_loss, train_acc, test_loss, test_acc), strict=True):
+        val_loss, val_acc = eval_step(model, val_loader, loss_fn, device, group)
+        for key, value in zip(HISTORY_KEYS, (train_loss, train_acc, val_loss, val_acc), strict=True):
             history[key].append(value)
         if on_epoch:
             on_epoch(epoch, history)

@@ -1,13 +1,19 @@
-"""The evaluate stage: every trained model scored on the shared test subset.
+"""The evaluate stage: every trained model scored on the shared validation subset (what choices are
+made on) and, once, on the test subset (what is reported).
 
-Beside the metrics and DVC's confusion plots it writes what shows why one model beats another:
-in TensorBoard (`runs/evaluation`) each model's per-class precision-recall curves and confusion
-matrix figure, the projector of the test images in each frozen backbone's feature space (and in
-TinyVGG's penultimate layer), and the HParams configuration of every trained model; for DVC, test
-accuracy against train size per backbone.
+It writes every model's scores with its hyperparameters and every model's predicted class for each
+validation and test image (select_best ranks, tests and draws from them, without rerunning a
+model); in TensorBoard (`runs/evaluation`) every model as an HParams session with its validation
+and test metrics, the HParams configuration, and the projector of the test images in each frozen
+backbone's feature space (and in TinyVGG's penultimate layer); for DVC, accuracy against train size
+per backbone. Its work per model is scoring; what depends only on the features (the projector) is
+made once per machine and content, like the features.
 """
 
 import functools
+import hashlib
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from transferlab import backbones, data, engine, figures, model_files, registry
+from transferlab import backbones, cache, data, engine, model_files, registry
 from transferlab.kinds import Model, TinyVGGModel
 from transferlab.networks import uint8_to_float
-from transferlab.outputs import atomic_dir, write_json
+from transferlab.outputs import write_json
 from transferlab.paths import EvaluatePaths
 from transferlab.subsets import load as load_subsets
-from transferlab.tracking import TensorBoardRun, accuracy_by_train_size
+from transferlab.torchfiles import save_torch
+from transferlab.tracking import HPARAM_METRICS, TensorBoardRun, accuracy_by_train_size
 from transferlab.transfer_kinds import FrozenHead
 
 BATCH_SIZE = 64
+PROJECTOR_CONFIG = "projector_config.pbtxt"
 
 
 def trained_model_paths(tinyvgg_file: Path, transfer_dir: Path) -> dict[str, Path]:
@@ -40,79 +48,131 @@ def logits_on(model: Model, images: np.ndarray, cache_dir: Path | None, device: 
     return engine.predict(model.scorer.to(device), loader, device)[0]
 
 
+@dataclass(frozen=True)
+class Split:
+    """Images scored and their labels."""
+
+    images: np.ndarray
+    labels: torch.Tensor
+
+
 def evaluate(paths: EvaluatePaths, cache_dir: Path | None = None) -> dict[str, dict]:
-    """Accuracy, loss, per-class accuracy and a confusion plot for every model on the test subset;
-    its TensorBoard run and the accuracy-by-train-size summary."""
+    """Validation and test accuracy and loss, per-class test accuracy and parameter counts for every
+    model; every model's predicted classes; the TensorBoard run; the accuracy-by-train-size summary."""
     dataset = data.load(paths.dataset_dir)
-    test_idx = load_subsets(paths.subsets_dir, "test")["test"]
-    images, labels = dataset.test.images[test_idx], torch.as_tensor(dataset.test.labels[test_idx])
+    subsets = load_subsets(paths.subsets_dir, "val", "test")
+    splits = {
+        "val": Split(dataset.train.images[subsets["val"]], torch.as_tensor(dataset.train.labels[subsets["val"]])),
+        "test": Split(dataset.test.images[subsets["test"]], torch.as_tensor(dataset.test.labels[subsets["test"]])),
+    }
     device = engine.select_device()
     load_backbone = functools.cache(backbones.load)  # at most one pretrained backbone per name and size
-    board = TensorBoardRun(paths.runs_dir)
-    results, hparams, trained = {}, {}, {}
-    with atomic_dir(paths.confusion_dir) as confusion_dir:
-        for name, path in trained_model_paths(paths.tinyvgg_file, paths.transfer_dir).items():
-            model = trained[name] = model_files.load(path, load_backbone)
-            logits = logits_on(model, images, cache_dir, device)
-            results[name] = scores(logits, labels, model, dataset.classes)
-            predicted = logits.argmax(dim=1)
-            write_json(
-                confusion_dir / f"{name}.json",
-                [
-                    {"actual": dataset.classes[a], "predicted": dataset.classes[p]}
-                    for a, p in zip(labels.tolist(), predicted.tolist(), strict=True)
-                ],
-            )
-            board.log_pr_curves(name, logits.softmax(dim=1), labels, dataset.classes)
-            board.log_figure(f"confusion/{name}", figures.confusion_figure(labels, predicted, dataset.classes, name))
-            if "hparams" in model.file:  # models trained before model files carried them have none
-                hparams[name] = model.file["hparams"]
-        log_projector(board, trained, images, labels, dataset.classes, cache_dir, device)
-        board.log_hparams_config(list(hparams.values()))
-        board.close()
-        baselines = {name for name, model in trained.items() if isinstance(model, TinyVGGModel)}
-        write_json(paths.summary_file, accuracy_by_train_size(results, hparams, baselines))
-        write_json(paths.metrics_file, results)
+    results, predicted, trained = {}, {"val": {}, "test": {}}, {}
+    for name, path in trained_model_paths(paths.tinyvgg_file, paths.transfer_dir).items():
+        model = trained[name] = model_files.load(path, load_backbone)
+        logits = {split: logits_on(model, s.images, cache_dir, device) for split, s in splits.items()}
+        results[name] = scores(logits, splits, model, dataset.classes)
+        for split, split_logits in logits.items():
+            predicted[split][name] = split_logits.argmax(dim=1).to(torch.uint8)
+    log_tensorboard(paths.runs_dir, trained, results, splits["test"], dataset.classes, cache_dir, device)
+    baselines = {name for name, model in trained.items() if isinstance(model, TinyVGGModel)}
+    write_json(paths.summary_file, accuracy_by_train_size(results, baselines))
+    labels = {f"{split}_labels": s.labels for split, s in splits.items()}
+    save_torch(paths.predicted_file, {"classes": dataset.classes, **labels, **predicted})
+    write_json(paths.evaluation_file, results)
     return results
 
 
-def scores(logits: torch.Tensor, labels: torch.Tensor, model: Model, classes: list[str]) -> dict:
-    """A model's test metrics from its logits: accuracy, loss, parameter counts, per-class accuracy."""
-    correct = logits.argmax(dim=1) == labels
+def scores(logits: dict[str, torch.Tensor], splits: dict[str, Split], model: Model, classes: list[str]) -> dict:
+    """A model's metrics from its logits on each split: accuracy and loss, parameter counts,
+    per-class test accuracy, and its hyperparameters."""
+    correct = {split: logits[split].argmax(dim=1) == s.labels for split, s in splits.items()}
+    test_labels = splits["test"].labels
     return {
-        "test_acc": round(correct.float().mean().item(), 6),
-        "test_loss": round(F.cross_entropy(logits, labels).item(), 6),
+        **{f"{split}_acc": round(c.float().mean().item(), 6) for split, c in correct.items()},
+        **{f"{split}_loss": round(F.cross_entropy(logits[split], s.labels).item(), 6) for split, s in splits.items()},
         **model.parameter_counts(),
-        "per_class_acc": {
-            cls: round(correct[labels == i].float().mean().item(), 6)
+        "per_class_test_acc": {
+            cls: round(correct["test"][test_labels == i].float().mean().item(), 6)
             for i, cls in enumerate(classes)
-            if (labels == i).any()
+            if (test_labels == i).any()
         },
+        "hparams": model.file.get("hparams", {}),  # models trained before model files carried them have none
     }
 
 
-def log_projector(
-    board: TensorBoardRun,
+def log_tensorboard(
+    runs_dir: Path,
     models: dict[str, Model],
-    images: np.ndarray,
-    labels: torch.Tensor,
+    results: dict[str, dict],
+    test: Split,
     classes: list[str],
     cache_dir: Path | None,
     device: torch.device,
 ) -> None:
-    """The test images in the projector, once per frozen backbone (its cached pooled features,
-    what every head of that backbone learns from; models whose last stages trained learn from
-    other features, their own) and once per TinyVGG (its penultimate layer,
-    what its last linear layer separates), labelled by class, each point its image."""
-    names = [classes[i] for i in labels.tolist()]
-    thumbnails = uint8_to_float(images)
-    embedded = set()
+    """Every model as an HParams session (`hparams/<name>`) with its validation and test metrics,
+    the HParams configuration, and the projector."""
+    board = TensorBoardRun(runs_dir)
+    for name, result in results.items():
+        session = TensorBoardRun(runs_dir / "hparams" / name)
+        session.log_hparams(result["hparams"], {key: result[key] for key in HPARAM_METRICS})
+        session.close()
+    board.log_hparams_config([result["hparams"] for result in results.values()])
+    board.close()
+    for tag, features in projector_embeddings(models, test.images, cache_dir, device):
+        log_cached_embedding(runs_dir, tag, features, [classes[i] for i in test.labels.tolist()], test.images)
+
+
+def projector_embeddings(
+    models: dict[str, Model], images: np.ndarray, cache_dir: Path | None, device: torch.device
+) -> list[tuple[str, torch.Tensor]]:
+    """What the projector shows the test images in: each frozen backbone's cached pooled features
+    (what every head of that backbone learns from; models whose last stages trained learn from
+    other features, their own), once per backbone, and each TinyVGG's penultimate layer (what its
+    last linear layer separates)."""
+    embeddings = {}
     for name, model in models.items():
         if isinstance(model, TinyVGGModel):
-            board.log_embedding(f"{name}_penultimate", model.penultimate(images), names, thumbnails)
+            embeddings[f"{name}_penultimate"] = model.penultimate(images)
         elif type(model) is FrozenHead:  # the pretrained backbone's features
-            cache = model.feature_cache(cache_dir)
-            tag = f"{cache.name}_{registry.input_size(cache.name, cache.image_size)}px"
-            if tag not in embedded:
-                embedded.add(tag)
-                board.log_embedding(tag, cache.get(images, BATCH_SIZE, device), names, thumbnails)
+            features = model.feature_cache(cache_dir)
+            tag = f"{features.name}_{registry.input_size(features.name, features.image_size)}px"
+            if tag not in embeddings:
+                embeddings[tag] = features.get(images, BATCH_SIZE, device)
+    return list(embeddings.items())
+
+
+def log_cached_embedding(
+    runs_dir: Path, tag: str, features: torch.Tensor, names: list[str], images: np.ndarray
+) -> None:
+    """Points for the projector in `runs_dir` (`TensorBoardRun.log_embedding`: labelled by class,
+    each shown as its image). Its files are made once per content, in the machine-wide cache, and
+    copied: writing them (the features as text, the sprite) is most of what evaluate would
+    otherwise redo on every run."""
+    digest = hashlib.sha1(features.numpy().tobytes())
+    for part in (tag, *names, images.tobytes()):
+        digest.update(part.encode() if isinstance(part, str) else part)
+    entry = cache.root() / "projector" / f"{digest.hexdigest()}.pt"
+    is_files = lambda content: isinstance(content, dict) and all(isinstance(v, bytes) for v in content.values())  # noqa: E731
+    if (files := cache.read(entry, is_files)) is None:
+        files = embedding_files(tag, features, names, images)
+        save_torch(entry, files)
+    for relative, content in files.items():
+        target = runs_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("ab" if relative == PROJECTOR_CONFIG else "wb") as file:  # one config lists them all
+            file.write(content)
+
+
+def embedding_files(tag: str, features: torch.Tensor, names: list[str], images: np.ndarray) -> dict[str, bytes]:
+    """The files an embedding adds to a TensorBoard run (its projector config entry, features,
+    labels and sprite), by path relative to the run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        board = TensorBoardRun(tmp)
+        board.log_embedding(tag, features, names, uint8_to_float(images))
+        board.close()
+        return {
+            str(path.relative_to(tmp)): path.read_bytes()
+            for path in sorted(Path(tmp).rglob("*"))
+            if path.is_file() and not path.name.startswith("events.out.tfevents")
+        }

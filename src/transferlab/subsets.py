@@ -3,6 +3,11 @@
 Each class's indices are shuffled once with the seed; a subset of size n takes the first
 quota(n) indices of every class. Larger subsets therefore contain the smaller ones, and a size
 that does not divide by the class count gives the first n % C classes one image more.
+
+The validation subset takes the last quota(n) indices of every class of the train split: disjoint
+from every train subset (TinyVGG's and each `train_size`), whatever their sizes, and the same
+images for every model. Every choice (epochs, every grid axis, the winner) is made on it; the test
+subset, from the test split, is only reported.
 """
 
 import json
@@ -15,7 +20,7 @@ from transferlab.outputs import write_text
 
 # One file each, so a stage depends only on the subsets it reads (a new train_size never
 # invalidates TinyVGG).
-SUBSET_NAMES = ("tinyvgg_train", "transfer_train", "test")
+SUBSET_NAMES = ("tinyvgg_train", "transfer_train", "val", "test")
 
 
 def class_quotas(size: int, n_classes: int) -> list[int]:
@@ -57,6 +62,29 @@ class NestedSampler:
         chosen = np.concatenate([indices[:q] for indices, q in zip(self.per_class, quotas, strict=True)])
         return sorted(int(i) for i in chosen)
 
+    def draw_last(self, size: int, key: str, beside: int) -> list[int]:
+        """`size` class-balanced indices from the end of each class's shuffle: disjoint from
+        `draw(beside)` (and so from every smaller draw), or one UserError line when a class is short."""
+        for index, (need, have, taken) in enumerate(
+            zip(
+                class_quotas(size, self.n_classes),
+                map(len, self.per_class),
+                class_quotas(beside, self.n_classes),
+                strict=True,
+            )
+        ):
+            if need + taken > have:
+                raise UserError(
+                    f"{key} is {size} but does not fit beside the largest train subset ({beside} images): class "
+                    f"{index} of the {self.split} split has {have} images and they need {need + taken}; "
+                    f"lower {key} or the train sizes"
+                )
+        quotas = class_quotas(size, self.n_classes)
+        chosen = np.concatenate(
+            [indices[len(indices) - q :] for indices, q in zip(self.per_class, quotas, strict=True)]
+        )
+        return sorted(int(i) for i in chosen)
+
 
 def make_subsets(
     train_labels: np.ndarray,
@@ -65,14 +93,18 @@ def make_subsets(
     seed: int,
     tinyvgg_train_size: int,
     transfer_train_sizes: tuple[int, ...],
+    val_size: int,
     test_size: int,
 ) -> dict:
-    """Index lists: the TinyVGG train set, each transfer train size, and the shared test set."""
+    """Index lists: the TinyVGG train set, each transfer train size, the shared validation set
+    (train split, disjoint from them all) and the shared test set."""
     train = NestedSampler(train_labels, n_classes, seed, "train")
     test = NestedSampler(test_labels, n_classes, seed, "test")
+    largest_train = max(tinyvgg_train_size, *transfer_train_sizes)
     return {
         "tinyvgg_train": train.draw(tinyvgg_train_size, "subset.tinyvgg_train_size"),
         "transfer_train": {str(n): train.draw(n, "train_size") for n in sorted(transfer_train_sizes)},
+        "val": train.draw_last(val_size, "subset.val_size", beside=largest_train),
         "test": test.draw(test_size, "subset.test_size"),
     }
 

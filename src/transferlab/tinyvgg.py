@@ -19,26 +19,27 @@ from transferlab.paths import TinyVGGPaths
 from transferlab.subsets import load as load_subsets
 from transferlab.torchfiles import save_torch
 from transferlab.tracking import TensorBoardRun, final_metrics, trace_graph, write_curves
-from transferlab.training import TrainingRun, fit, hparam_metrics
+from transferlab.training import TrainingRun, fit
 
 CHECKPOINTS = Path("checkpoints/train_tinyvgg")
 
 
 def train_tinyvgg(params: Params, paths: TinyVGGPaths) -> dict:
-    """Train TinyVGG from scratch; write model, metrics, plots and its TensorBoard run."""
+    """Train TinyVGG from scratch, validating every epoch on the validation subset; write model,
+    metrics, plots and its TensorBoard run."""
     dataset = data.load(paths.dataset_dir)
-    subsets = load_subsets(paths.subsets_dir, "tinyvgg_train", "test")
+    subsets = load_subsets(paths.subsets_dir, "tinyvgg_train", "val")
     train_set = _tensors(dataset.train, subsets["tinyvgg_train"])
-    test_set = _tensors(dataset.test, subsets["test"])
+    val_set = _tensors(dataset.train, subsets["val"])
     p = params.tinyvgg
     image_size = dataset.train.images.shape[1]
     device = engine.select_device()
     engine.seed_everything(params.seed, device)
     model = TinyVGGModel.new(dataset.classes, p.hidden_units, image_size)
     board = TensorBoardRun(paths.runs_dir)
-    board.log_graph(trace_graph(model.scorer, test_set.tensors[0][:1]))
+    board.log_graph(trace_graph(model.scorer, val_set.tensors[0][:1]))
     checkpoints = Checkpoints(CHECKPOINTS, keep_every_epoch=False)
-    run = TrainingRun(model.scorer, train_set, test_set, p, params.seed, params.processes)
+    run = TrainingRun(model.scorer, train_set, val_set, p, params.seed, params.processes)
     history = fit(run, p.epochs, device, board, checkpoints, desc="tinyvgg")
     metrics = final_metrics(history) | model.parameter_counts()
     hparams = {
@@ -48,10 +49,11 @@ def train_tinyvgg(params: Params, paths: TinyVGGPaths) -> dict:
         "hidden_units": p.hidden_units,
         "optimizer": p.optimizer,
         "lr": p.lr,
+        "weight_decay": p.weight_decay,
         "batch_size": p.batch_size,
         "processes": params.processes,
+        "seed": params.seed,
     }
-    board.log_hparams(hparams, hparam_metrics(metrics))
     board.close()
     save_torch(paths.model_file, model.model_file(hparams))  # hparams: for evaluate's HParams and summary
     write_curves(paths.plots_dir, {"tinyvgg": history})

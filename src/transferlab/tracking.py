@@ -1,13 +1,13 @@
 """Experiment tracking: TensorBoard runs beside DVC metrics and plots files.
 
-TensorBoard: one run directory per model (no sub-runs), its curves as `Loss/train`, `Loss/test`,
-`Accuracy/train`, `Accuracy/test`, and a custom-scalars layout that draws train and test of each
-in one chart named `Loss` and `Accuracy`. Training runs log their hyperparameters as HParams
-sessions; the experiment's HParams configuration (every hparam's discrete domain, the metrics) is
-written once, by the stage that sees every model (`log_hparams_config`).
+TensorBoard: one run directory per model (no sub-runs), its curves as `Loss/train`, `Loss/val`,
+`Accuracy/train`, `Accuracy/val`, and a custom-scalars layout that draws train and validation of
+each in one chart named `Loss` and `Accuracy`. evaluate, which sees every model's validation and
+test scores, logs each model as an HParams session and the experiment's HParams configuration
+(every hparam's discrete domain, the metrics) once (`log_hparams_config`).
 
 DVC: curves are long-format files, one per metric (`loss.json`, `accuracy.json`), one row per
-experiment, split and epoch, so one chart per metric overlays every experiment of a stage.
+experiment, split and epoch, so one chart per metric overlays the experiments of a stage.
 """
 
 import numbers
@@ -22,12 +22,13 @@ from transferlab import registry
 from transferlab.outputs import atomic_dir, write_json
 
 CURVES = {"Loss": "loss", "Accuracy": "acc"}  # TensorBoard chart name -> history key suffix
-SPLITS = ("train", "test")
-HPARAM_METRICS = ("test_acc", "test_loss")
+SPLITS = ("train", "val")
+# what the HParams dashboard compares models by: chosen on validation, reported on test
+HPARAM_METRICS = ("val_acc", "val_loss", "test_acc", "test_loss")
 
 
 class TensorBoardRun:
-    """One TensorBoard run directory: per-epoch `Loss` and `Accuracy` (train and test), the model
+    """One TensorBoard run directory: per-epoch `Loss` and `Accuracy` (train and val), the model
     graph, hyperparameters for the HParams dashboard, and figures."""
 
     def __init__(self, log_dir: str | Path, fresh: bool = True):
@@ -41,8 +42,8 @@ class TensorBoardRun:
         self.writer = SummaryWriter(str(self.log_dir))
 
     def log_epochs(self, history: dict[str, list[float]], first: int = 1) -> None:
-        """Log epochs `first`.. of `history` (1-based) as `Loss/train`, `Loss/test`, ... in this run;
-        the first epoch also writes the layout that shows train and test in one chart.
+        """Log epochs `first`.. of `history` (1-based) as `Loss/train`, `Loss/val`, ... in this run;
+        the first epoch also writes the layout that shows train and validation in one chart.
 
         Scalars go to this run, never to a sub-run per line (`add_scalars` writes one run per line,
         five entries in TensorBoard's run list for one model)."""
@@ -77,7 +78,7 @@ class TensorBoardRun:
 
     def log_hparams_config(self, sessions: list[dict]) -> None:
         """The HParams experiment: every hyperparameter the `sessions` (their `log_hparams` dicts)
-        have, as a discrete domain of the values they take, and the final test metrics."""
+        have, as a discrete domain of the values they take, and the final validation and test metrics."""
         from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
@@ -175,35 +176,35 @@ def hparams_values(hparams: dict) -> dict:
     }
 
 
-def accuracy_by_train_size(results: dict[str, dict], hparams: dict[str, dict], baselines: set[str]) -> list[dict]:
+def accuracy_by_train_size(results: dict[str, dict], baselines: set[str]) -> list[dict]:
     """Rows for the summary chart, test accuracy against train size, `{"model", "train_size",
-    "test_acc", "kind"}`: per pretrained backbone (and depth trained, `backbones.label`) and train
-    size, its best experiment (the best over the grid's other axes, e.g. epochs); each of the
-    `baselines` (models trained from scratch, TinyVGG) as a level across those train sizes,
-    labelled with the images it trained on.
-    `hparams`: each model's `model` and `train_size`, by name."""
-    best: dict[tuple[str, int], float] = {}
-    for name in hparams.keys() - baselines:
-        key = (
-            registry.label(hparams[name]["model"], hparams[name].get("trainable_stages", 0)),
-            hparams[name]["train_size"],
-        )
-        best[key] = max(best.get(key, 0.0), results[name]["test_acc"])
+    "val_acc", "test_acc", "kind"}`: per pretrained backbone (and depth trained, `registry.label`)
+    and train size, its experiment with the best validation accuracy over the grid's other axes
+    (chosen on validation, its test accuracy reported); each of the `baselines` (models trained
+    from scratch, TinyVGG) as a level across those train sizes, labelled with the images it
+    trained on. `results`: each model's scores with its `hparams`, by name."""
+    best: dict[tuple[str, int], dict] = {}
+    for name in results.keys() - baselines:
+        hparams = results[name]["hparams"]
+        key = (registry.label(hparams["model"], hparams.get("trainable_stages", 0)), hparams["train_size"])
+        if key not in best or results[name]["val_acc"] > best[key]["val_acc"]:
+            best[key] = results[name]
     sizes = sorted({size for _, size in best})
     rows = [
-        {"model": model, "train_size": size, "test_acc": acc, "kind": "transfer"}
-        for (model, size), acc in sorted(best.items())
+        {"model": model, "train_size": size, "val_acc": m["val_acc"], "test_acc": m["test_acc"], "kind": "transfer"}
+        for (model, size), m in sorted(best.items())
     ]
-    for name in sorted(baselines & hparams.keys()):
-        label = f"{hparams[name]['model']} ({hparams[name]['train_size']:,} images, from scratch)"
+    for name in sorted(baselines & results.keys()):
+        m, hparams = results[name], results[name]["hparams"]
+        label = f"{hparams['model']} ({hparams['train_size']:,} images, from scratch)"
         rows += [
-            {"model": label, "train_size": size, "test_acc": results[name]["test_acc"], "kind": "baseline"}
+            {"model": label, "train_size": size, "val_acc": m["val_acc"], "test_acc": m["test_acc"], "kind": "baseline"}
             for size in sizes
         ]
     return rows
 
 
 def print_metrics(results: dict[str, dict]) -> None:
-    """One line per model on stdout: its final test accuracy and loss."""
+    """One line per model on stdout: its final validation accuracy and loss."""
     for name, metrics in results.items():
-        print(f"{name}: test_acc {metrics['test_acc']:.4f}, test_loss {metrics['test_loss']:.4f}")
+        print(f"{name}: val_acc {metrics['val_acc']:.4f}, val_loss {metrics['val_loss']:.4f}")

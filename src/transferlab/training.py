@@ -35,7 +35,7 @@ class TrainingRun:
 
     model: nn.Module
     train_set: TensorDataset
-    test_set: TensorDataset
+    val_set: TensorDataset
     settings: TrainingParams
     seed: int
     processes: int = 1
@@ -45,7 +45,7 @@ class TrainingRun:
         # N only when > 1: one-process runs keep the fingerprints (and cached states) they had
         identity = [repr(self.settings), self.seed, str(self.model)] + ([self.processes] if self.processes > 1 else [])
         digest = hashlib.sha256(json.dumps(identity).encode())
-        for tensor in (*self.train_set.tensors, *self.test_set.tensors):
+        for tensor in (*self.train_set.tensors, *self.val_set.tensors):
             digest.update(tensor.numpy().tobytes())
         return digest.hexdigest()
 
@@ -94,9 +94,9 @@ def _fit(
     """`fit` in one process of `group`, on its device; the leader alone logs to `board` and saves states."""
     generator = torch.Generator().manual_seed(run.seed)
     train_loader = engine.batch_loader(run.train_set, run.settings.batch_size, generator)
-    test_loader = engine.batch_loader(run.test_set, run.settings.batch_size)
+    val_loader = engine.batch_loader(run.val_set, run.settings.batch_size)
     trainable = [p for p in run.model.parameters() if p.requires_grad]
-    optimizer = engine.make_optimizer(run.settings.optimizer, trainable, run.settings.lr)
+    optimizer = engine.make_optimizer(run.settings.optimizer, trainable, run.settings.lr, run.settings.weight_decay)
     fingerprint = run.fingerprint()
     fits = functools.partial(_state_fits, model=run.model, optimizer=optimizer, generator=generator)
     history = None
@@ -127,7 +127,7 @@ def _fit(
     return engine.train(
         run.model,
         train_loader,
-        test_loader,
+        val_loader,
         nn.CrossEntropyLoss(),
         optimizer,
         epochs,
@@ -172,8 +172,3 @@ def _state_fits(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
         )
     except (KeyError, TypeError, AttributeError):
         return False
-
-
-def hparam_metrics(metrics: dict) -> dict[str, float]:
-    """The final metrics the HParams dashboard compares runs by."""
-    return {key: metrics[key] for key in ("test_acc", "test_loss")}

@@ -1,10 +1,11 @@
 """The train_transfer stage: the grid of pretrained backbones with new heads, on the one engine.
 
-Every combination of the axes `model`, `trainable_stages`, `train_size` and `epochs` is one
-experiment. Per backbone and depth, every distinct image the grid needs goes through the backbone
-(its frozen part) once (when frozen: see `modes`), then each experiment trains on those inputs.
-Experiments that differ only in `epochs` share one training run: the shortest trains first, and
-the next continues from its saved state (`training.fit`).
+Every combination of the axes `model`, `trainable_stages`, `train_size`, `epochs`, `lr`,
+`weight_decay` and `train_seed` is one experiment, validated every epoch on the validation subset.
+Per backbone and depth, every distinct image the grid needs (train and validation) goes through the
+backbone (its frozen part) once (when frozen: see `transfer_kinds`), then each experiment trains on
+those inputs. Experiments that differ only in `epochs` share one training run: the shortest trains
+first, and the next continues from its saved state (`training.fit`).
 """
 
 import copy
@@ -14,7 +15,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 from torchinfo import summary
@@ -22,21 +22,26 @@ from torchinfo import summary
 from transferlab import backbones, data, engine, networks, registry, runtimes
 from transferlab.features import FeatureCache
 from transferlab.outputs import atomic_dir, write_json, write_text
-from transferlab.params import Params
+from transferlab.params import Params, TrainingParams
 from transferlab.paths import TransferPaths
 from transferlab.subsets import load as load_subsets
 from transferlab.torchfiles import save_torch
 from transferlab.tracking import TensorBoardRun, final_metrics, trace_graph, write_curves
-from transferlab.training import TrainingRun, fit, hparam_metrics
+from transferlab.training import TrainingRun, fit
 from transferlab.transfer_kinds import TransferKind, kind_of
 
 
 @dataclass(frozen=True)
 class Experiment:
+    """One point of the grid; its name holds every axis, so it never changes when the grid does."""
+
     model: str
     train_size: int
     epochs: int
     trainable_stages: int = 0
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    train_seed: int = 42
 
     @property
     def backbone_label(self) -> str:
@@ -44,8 +49,9 @@ class Experiment:
 
     @property
     def run_name(self) -> str:
-        """TensorBoard run path, course style: 500_images/effnet_b0/5_epochs."""
-        return f"{self.train_size}_images/{self.backbone_label}/{self.epochs}_epochs"
+        """TensorBoard run path, course style: 500_images/effnet_b0/lr_0.001-wd_0-seed_42/5_epochs."""
+        optimisation = f"lr_{self.lr:g}-wd_{self.weight_decay:g}-seed_{self.train_seed}"
+        return f"{self.train_size}_images/{self.backbone_label}/{optimisation}/{self.epochs}_epochs"
 
     @property
     def name(self) -> str:
@@ -53,9 +59,20 @@ class Experiment:
 
 
 def expand_grid(params: Params) -> list[Experiment]:
-    """Every combination of the grid axes `model`, `trainable_stages`, `train_size`, `epochs`."""
-    axes = itertools.product(params.model, params.trainable_stages, params.train_size, params.epochs)
-    return [Experiment(model, size, epochs, stages) for model, stages, size, epochs in axes]
+    """Every combination of the grid axes."""
+    axes = itertools.product(
+        params.model,
+        params.trainable_stages,
+        params.train_size,
+        params.epochs,
+        params.lr,
+        params.weight_decay,
+        params.train_seed,
+    )
+    return [
+        Experiment(model, size, epochs, stages, lr, weight_decay, seed)
+        for model, stages, size, epochs, lr, weight_decay, seed in axes
+    ]
 
 
 def train_transfer(params: Params, paths: TransferPaths, cache_dir: Path | None = None) -> dict[str, dict]:
@@ -75,12 +92,32 @@ def train_transfer(params: Params, paths: TransferPaths, cache_dir: Path | None 
                 model, histories[experiment.name], results[experiment.name] = backbone.train(experiment)
                 save_torch(models_dir / f"{experiment.name}.pt", model.model_file(backbone.hparams(experiment)))
         results = {e.name: results[e.name] for e in grid}  # in grid order, not training order
-        write_curves(paths.plots_dir, {e.name: histories[e.name] for e in grid})
+        write_curves(paths.plots_dir, {e.name: histories[e.name] for e in best_per_backbone_and_size(grid, results)})
         write_json(paths.metrics_file, results)
     for kind, states in context.training_states.items():
         if not kind.keeps_training_states:
             shutil.rmtree(states.directory, ignore_errors=True)
     return results
+
+
+def best_per_backbone_and_size(grid: list[Experiment], results: dict[str, dict]) -> list[Experiment]:
+    """Per backbone (and depth) and train size, the experiment with the best final validation
+    accuracy: the curves DVC plots, a handful of lines whatever the other axes' sizes (TensorBoard
+    has every experiment's)."""
+    best: dict[tuple[str, int], Experiment] = {}
+    for experiment in grid:
+        key = (experiment.backbone_label, experiment.train_size)
+        if key not in best or results[experiment.name]["val_acc"] > results[best[key].name]["val_acc"]:
+            best[key] = experiment
+    return list(best.values())
+
+
+def log_graph_once(run_dir: Path, graph: tuple[bytes, bytes]) -> None:
+    """A backbone's graph with its new head in a run of its own (`graphs/<label>`), once, not in
+    every experiment's run."""
+    board = TensorBoardRun(run_dir)
+    board.log_graph(graph)
+    board.close()
 
 
 class GridContext:
@@ -89,7 +126,7 @@ class GridContext:
     def __init__(self, params: Params, paths: TransferPaths, cache_dir: Path | None):
         self.params, self.paths, self.cache_dir = params, paths, cache_dir
         self.dataset = data.load(paths.dataset_dir)
-        self.subsets = load_subsets(paths.subsets_dir, "transfer_train", "test")
+        self.subsets = load_subsets(paths.subsets_dir, "transfer_train", "val")
         self.device = engine.select_device()
         self.kinds = {stages: kind_of(params.transfer.freeze, stages) for stages in params.trainable_stages}
         # Fine-tuning trains in PyTorch; the runtime choice is about frozen features.
@@ -128,30 +165,33 @@ class BackboneRuns:
         self.summary = self.cache.derived(
             f"summary_{n_classes}_classes{self.cache.boundary}", lambda b: model_summaries(b, n_classes, stages)
         )
-        self.graph = self.cache.derived(f"graph_{n_classes}_classes", lambda b: model_graph(b, n_classes))
-        union = sorted(set().union(*context.subsets["transfer_train"].values()))
-        dataset, test_idx = context.dataset, context.subsets["test"]
-        images = np.concatenate([dataset.train.images[union], dataset.test.images[test_idx]])
-        self.inputs = self.kind.inputs_of(self.cache, images, p.batch_size, context.device)
-        self.row = {index: i for i, index in enumerate(union)}
-        self.test_set = TensorDataset(self.inputs[len(union) :], torch.as_tensor(dataset.test.labels[test_idx]))
+        graph = self.cache.derived(f"graph_{n_classes}_classes", lambda b: model_graph(b, n_classes))
+        log_graph_once(context.paths.runs_dir / "graphs" / self.label, graph)
+        # every train image of the grid and the validation images, each through the backbone once
+        rows = sorted(set().union(*context.subsets["transfer_train"].values())) + context.subsets["val"]
+        train = context.dataset.train
+        self.inputs = self.kind.inputs_of(self.cache, train.images[rows], p.batch_size, context.device)
+        self.row = {index: i for i, index in enumerate(rows)}
+        self.val_set = self.subset(context.subsets["val"])
+
+    def subset(self, indices: list[int]) -> TensorDataset:
+        """The inputs and labels of train-split `indices`."""
+        labels = torch.as_tensor(self.context.dataset.train.labels[indices])
+        return TensorDataset(self.inputs[[self.row[i] for i in indices]], labels)
 
     def train(self, experiment: Experiment) -> tuple[TransferKind, dict, dict]:
         """Train one experiment (continuing a shorter one of the same run); its model, history
         and final metrics."""
-        context, seed, p = self.context, self.context.params.seed, self.context.params.transfer
-        train_idx = context.subsets["transfer_train"][str(experiment.train_size)]
-        train_set = TensorDataset(
-            self.inputs[[self.row[i] for i in train_idx]], torch.as_tensor(context.dataset.train.labels[train_idx])
-        )
+        context, seed, p = self.context, experiment.train_seed, self.context.params.transfer
+        train_set = self.subset(context.subsets["transfer_train"][str(experiment.train_size)])
         engine.seed_everything(seed, context.device)
         model = self.kind.new(self.cache, context.dataset.classes, self.config)
         board = TensorBoardRun(context.paths.runs_dir / experiment.run_name)
-        board.log_graph(self.graph)
         # Heads train in one process (seconds); whole networks on `processes`.
         processes = 1 if p.freeze else context.params.processes
+        settings = TrainingParams(p.batch_size, p.optimizer, experiment.lr, experiment.weight_decay)
         history = fit(
-            TrainingRun(model.scorer, train_set, self.test_set, p, seed, processes),
+            TrainingRun(model.scorer, train_set, self.val_set, settings, seed, processes),
             experiment.epochs,
             context.device,
             board,
@@ -159,19 +199,17 @@ class BackboneRuns:
             desc=experiment.name,
         )
         metrics = final_metrics(history) | model.parameter_counts()
-        board.log_hparams(self.hparams(experiment), hparam_metrics(metrics))
         board.close()
         return model, history, metrics
 
     def hparams(self, experiment: Experiment) -> dict:
-        """The experiment's hyperparameters (its grid axes, then the shared settings), for HParams
-        and carried in its checkpoint so that later stages know them without parsing names."""
+        """The experiment's hyperparameters (its grid axes, then the shared settings), carried in its
+        model file so that later stages (HParams, the leaderboard) know them without parsing names."""
         p = self.context.params.transfer
         return dataclasses.asdict(experiment) | {
             "freeze": p.freeze,
             "runtime": self.context.runtime,
             "optimizer": p.optimizer,
-            "lr": p.lr,
             "batch_size": p.batch_size,
             "processes": self.context.params.processes,
         }

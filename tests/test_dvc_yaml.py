@@ -219,11 +219,11 @@ def test_stage_cmd_matches_its_paths_and_outputs(stage_name):
 
 def test_path_drift_reports_swapped_and_undeclared_paths():
     stage = dict(STAGES["train_tinyvgg"])
-    swapped = stage["cmd"].replace("metrics/tinyvgg.json plots/tinyvgg", "plots/tinyvgg metrics/tinyvgg.json")
+    swapped = stage["cmd"].replace("reports/tinyvgg.json plots/tinyvgg", "plots/tinyvgg reports/tinyvgg.json")
     assert path_drift("t", {**stage, "cmd": swapped}) == [
-        "stage 't': writes plots/tinyvgg, which is not in its metrics",
-        "stage 't': metrics lists metrics/tinyvgg.json, which its cmd does not write there",
-        "stage 't': writes metrics/tinyvgg.json, which is not in its plots",
+        "stage 't': writes plots/tinyvgg, which is not in its outs",
+        "stage 't': outs lists reports/tinyvgg.json, which its cmd does not write there",
+        "stage 't': writes reports/tinyvgg.json, which is not in its plots",
         "stage 't': plots lists plots/tinyvgg/loss.json, which its cmd does not write there",
         "stage 't': plots lists plots/tinyvgg/accuracy.json, which its cmd does not write there",
     ]

@@ -45,7 +45,7 @@ def loaders(batch_size=8, shuffle=False, generator=None):
 
 
 def test_history_keys():
-    assert engine.HISTORY_KEYS == ("train_loss", "train_acc", "test_loss", "test_acc")
+    assert engine.HISTORY_KEYS == ("train_loss", "train_acc", "val_loss", "val_acc")
 
 
 def test_make_optimizer():
@@ -72,13 +72,13 @@ def test_predict_returns_logits_and_labels_in_order():
     assert not model.training
 
 
-def test_test_step_is_loss_and_accuracy_over_all_samples():
+def test_eval_step_is_loss_and_accuracy_over_all_samples():
     data = separable(10, seed=2)
     model = nn.Linear(2, 2)
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[0.3, -0.2], [0.1, 0.4]]))
         model.bias.copy_(torch.tensor([0.05, -0.1]))
-    loss, acc = engine.test_step(model, DataLoader(data, batch_size=3), nn.CrossEntropyLoss(), CPU)
+    loss, acc = engine.eval_step(model, DataLoader(data, batch_size=3), nn.CrossEntropyLoss(), CPU)
     x, y = data.tensors
     with torch.no_grad():
         logits = model(x)
@@ -113,17 +113,17 @@ def test_train_learns_the_separable_problem():
     model = wrong_model()
     train, test = loaders()
     loss_fn = nn.CrossEntropyLoss()
-    assert engine.test_step(model, test, loss_fn, CPU)[1] == 0.0
+    assert engine.eval_step(model, test, loss_fn, CPU)[1] == 0.0
     history = engine.train(model, train, test, loss_fn, torch.optim.Adam(model.parameters(), lr=0.1), 6, CPU)
     assert list(history) == list(engine.HISTORY_KEYS)
     assert all(len(values) == 6 for values in history.values())
     assert history["train_loss"][-1] < history["train_loss"][0]
-    assert history["test_loss"][-1] < history["test_loss"][0]
+    assert history["val_loss"][-1] < history["val_loss"][0]
     assert history["train_acc"][-1] > history["train_acc"][0]
-    assert history["test_acc"][-1] == 1.0
+    assert history["val_acc"][-1] == 1.0
     # The last test entries are the final model's test_step.
-    loss, acc = engine.test_step(model, test, loss_fn, CPU)
-    assert history["test_loss"][-1] == pytest.approx(loss) and history["test_acc"][-1] == acc
+    loss, acc = engine.eval_step(model, test, loss_fn, CPU)
+    assert history["val_loss"][-1] == pytest.approx(loss) and history["val_acc"][-1] == acc
 
 
 def _seeded_run(seed, epochs=3):

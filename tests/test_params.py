@@ -32,15 +32,18 @@ def test_repository_params_yaml_parses():
     p = params.load(PARAMS_YAML)
     assert p.seed == 42
     assert p.data == params.DataParams(source="cifar10", image_size=32)
-    assert p.subset == params.SubsetParams(tinyvgg_train_size=10000, test_size=2000)
-    assert p.tinyvgg == params.TinyVGGParams(hidden_units=10, epochs=10, batch_size=32, optimizer="adam", lr=0.001)
+    assert p.subset == params.SubsetParams(tinyvgg_train_size=10000, val_size=1000, test_size=2000)
+    assert p.tinyvgg == params.TinyVGGParams(
+        hidden_units=10, epochs=10, batch_size=32, optimizer="adam", lr=0.001, weight_decay=0.0
+    )
     assert p.model == ("effnet_b0", "effnet_b2")
     assert p.train_size == (500, 1000)
     assert p.epochs == (5, 10)
+    assert (p.lr, p.weight_decay, p.train_seed) == ((0.001,), (0.0,), (42,))
     assert p.transfer == params.TransferParams(
-        freeze=True, image_size=None, runtime="auto", batch_size=32, optimizer="adam", lr=0.001
+        freeze=True, image_size=None, runtime="auto", batch_size=32, optimizer="adam"
     )
-    assert p.select_best == params.SelectBestParams(metric="test_acc", predictions=12)
+    assert p.select_best == params.SelectBestParams(metric="val_acc", predictions=12)
 
 
 def test_parse_of_the_dict_matches_load(params_dict):
@@ -68,7 +71,7 @@ def test_typo_in_a_section_suggests_the_key(params_dict):
     message = parse_error(params_dict)
     assert "unknown key 'tinyvgg.epoch'" in message
     assert "did you mean 'tinyvgg.epochs'?" in message
-    assert "batch_size, optimizer, lr, hidden_units, epochs" in message  # the valid keys of the section
+    assert "batch_size, optimizer, lr, weight_decay, hidden_units, epochs" in message  # the section's valid keys
 
 
 def test_unknown_top_level_key(params_dict):
@@ -77,7 +80,7 @@ def test_unknown_top_level_key(params_dict):
     assert "unknown key 'learning_rate'" in message
     assert "did you mean" not in message
     assert (
-        "seed, processes, data, subset, tinyvgg, model, trainable_stages, train_size, epochs, transfer, select_best"
+        "seed, processes, data, subset, tinyvgg, model, trainable_stages, train_size, epochs, lr, weight_decay, train_seed, transfer, select_best"
         in message
     )
 
@@ -93,8 +96,9 @@ def test_top_level_typo_suggests_the_key(params_dict):
         (None, "seed"),
         (None, "select_best"),
         ("data", "image_size"),
-        ("transfer", "lr"),
-        ("subset", "test_size"),
+        ("transfer", "optimizer"),
+        (None, "lr"),
+        ("subset", "val_size"),
     ],
 )
 def test_missing_key(params_dict, section, key):
@@ -142,8 +146,10 @@ def test_empty_file_is_rejected(tmp_path):
         ("data", "source", None, "data.source must be a string"),
         ("transfer", "freeze", "yes please", "transfer.freeze must be true or false"),
         ("transfer", "freeze", 1, "transfer.freeze must be true or false, got 1"),
-        ("transfer", "lr", "fast", "transfer.lr must be a number, got 'fast'"),
-        ("transfer", "lr", True, "transfer.lr must be a number, got True"),
+        (None, "lr", "fast", "lr must be a number, got 'fast'"),
+        (None, "lr", [0.01, True], "lr must be a number, got True"),
+        (None, "weight_decay", "none", "weight_decay must be a number, got 'none'"),
+        (None, "train_seed", [1, 2.5], "train_seed must be an integer, got 2.5"),
         ("transfer", "image_size", "224", "transfer.image_size must be an integer"),
         ("transfer", "image_size", 224.0, "transfer.image_size must be an integer"),
         (None, "train_size", [500, "1000"], "train_size must be an integer, got '1000'"),
@@ -215,11 +221,19 @@ def test_seed_may_be_zero_but_not_negative(params_dict):
     assert "seed must be an integer >= 0, got -1" in parse_error(params_dict)
 
 
-@pytest.mark.parametrize("section", ["tinyvgg", "transfer"])
 @pytest.mark.parametrize("value", [0, 0.0, -0.01])
-def test_learning_rate_must_be_positive(params_dict, section, value):
-    params_dict[section]["lr"] = value
-    assert f"{section}.lr must be greater than 0" in parse_error(params_dict)
+def test_learning_rate_must_be_positive(params_dict, value):
+    params_dict["tinyvgg"]["lr"] = value
+    assert "tinyvgg.lr must be greater than 0" in parse_error(params_dict)
+    params_dict["tinyvgg"]["lr"], params_dict["lr"] = 0.001, [0.01, value]
+    assert "lr must be greater than 0" in parse_error(params_dict)
+
+
+def test_weight_decay_may_be_zero_but_not_negative(params_dict):
+    params_dict["weight_decay"] = [0, 1e-4]
+    assert params.parse(params_dict).weight_decay == (0.0, 1e-4)
+    params_dict["tinyvgg"]["weight_decay"] = -0.1
+    assert "tinyvgg.weight_decay must be a number >= 0, got -0.1" in parse_error(params_dict)
 
 
 def test_size_of_one_is_accepted(params_dict):
@@ -243,25 +257,33 @@ def test_unknown_model_lists_the_choices(params_dict):
 @pytest.mark.parametrize("section", ["tinyvgg", "transfer"])
 def test_unknown_optimizer(params_dict, section):
     params_dict[section]["optimizer"] = "rmsprop"
-    assert f"{section}.optimizer is 'rmsprop'; choose one of: adam, sgd" in parse_error(params_dict)
+    assert f"{section}.optimizer is 'rmsprop'; choose one of: adam, adamw, sgd" in parse_error(params_dict)
 
 
 def test_optimizer_is_case_sensitive(params_dict):
     params_dict["tinyvgg"]["optimizer"] = "Adam"
-    assert "choose one of: adam, sgd" in parse_error(params_dict)
+    assert "choose one of: adam, adamw, sgd" in parse_error(params_dict)
 
 
 def test_unknown_selection_metric(params_dict):
     params_dict["select_best"]["metric"] = "accuracy"
-    assert "select_best.metric is 'accuracy'; choose one of: test_acc, test_loss" in parse_error(params_dict)
+    assert "select_best.metric is 'accuracy'; choose one of: val_acc, val_loss" in parse_error(params_dict)
+
+
+@pytest.mark.parametrize(("metric", "instead"), [("test_acc", "val_acc"), ("test_loss", "val_loss")])
+def test_a_test_metric_is_refused_saying_why(params_dict, metric, instead):
+    params_dict["select_best"]["metric"] = metric
+    message = parse_error(params_dict)
+    assert f"select_best.metric is {metric}, but the test subset is never used to choose" in message
+    assert f"rank by {instead}" in message and "\n" not in message
 
 
 def test_valid_choices_are_accepted(params_dict):
     params_dict["tinyvgg"]["optimizer"] = "sgd"
-    params_dict["select_best"]["metric"] = "test_loss"
+    params_dict["select_best"]["metric"] = "val_loss"
     params_dict["model"] = list(BACKBONE_NAMES)
     p = params.parse(params_dict)
-    assert p.tinyvgg.optimizer == "sgd" and p.select_best.metric == "test_loss"
+    assert p.tinyvgg.optimizer == "sgd" and p.select_best.metric == "val_loss"
     assert p.model == BACKBONE_NAMES
 
 

@@ -21,8 +21,8 @@ TRAIN = shuffled_labels([20, 20, 20], seed=1)
 TEST = shuffled_labels([7, 7, 7], seed=2)
 
 
-def subsets(seed=0, tinyvgg=12, transfer=(6, 12), test=9, train_labels=TRAIN, test_labels=TEST) -> dict:
-    return make_subsets(train_labels, test_labels, N_CLASSES, seed, tinyvgg, transfer, test)
+def subsets(seed=0, tinyvgg=12, transfer=(6, 12), val=6, test=9, train_labels=TRAIN, test_labels=TEST) -> dict:
+    return make_subsets(train_labels, test_labels, N_CLASSES, seed, tinyvgg, transfer, val, test)
 
 
 def class_counts(indices, labels, n_classes=N_CLASSES) -> list[int]:
@@ -145,12 +145,12 @@ def test_test_subset_is_drawn_from_the_test_split():
 
 
 def test_test_subset_is_independent_of_train_sizes():
-    assert subsets(tinyvgg=3, transfer=(3,))["test"] == subsets(tinyvgg=60, transfer=(30, 60))["test"]
+    assert subsets(tinyvgg=3, transfer=(3,))["test"] == subsets(tinyvgg=51, transfer=(30, 51))["test"]
 
 
 def test_whole_split_is_allowed():
-    result = subsets(tinyvgg=60, transfer=(60,), test=21)
-    assert result["tinyvgg_train"] == list(range(60))
+    result = subsets(tinyvgg=54, transfer=(54,), val=6, test=21)
+    assert sorted(result["tinyvgg_train"] + result["val"]) == list(range(60))  # train and validation: all of it
     assert result["test"] == list(range(21))
 
 
@@ -172,11 +172,36 @@ def test_sizes_larger_than_available_raise_user_error(kwargs, key, maximum):
 
 def test_maximum_accounts_for_unequal_classes():
     train = shuffled_labels([10, 4, 10])  # 24 images, but a balanced subset can hold only 13
-    assert len(subsets(tinyvgg=13, transfer=(13,), train_labels=train)["tinyvgg_train"]) == 13
+    assert len(subsets(tinyvgg=10, transfer=(10,), val=3, train_labels=train)["tinyvgg_train"]) == 10
     with pytest.raises(UserError, match=r"subset.tinyvgg_train_size is 14 .*train split.*at most 13"):
-        subsets(tinyvgg=14, transfer=(13,), train_labels=train)
+        subsets(tinyvgg=14, transfer=(13,), val=3, train_labels=train)
 
 
 def test_the_error_names_the_split():
     with pytest.raises(UserError, match="the test split allows at most 21"):
         subsets(test=1000)
+
+
+# --- the validation subset ------------------------------------------------------------------------
+
+
+def test_validation_is_class_balanced_from_the_train_split_and_disjoint_from_every_train_subset():
+    chosen = subsets(tinyvgg=12, transfer=(3, 6, 15), val=9)
+    val = chosen["val"]
+    assert class_counts(val, TRAIN) == [3, 3, 3]
+    assert val == sorted(set(val))
+    train = set(chosen["tinyvgg_train"]).union(*map(set, chosen["transfer_train"].values()))
+    assert not train & set(val)
+
+
+def test_validation_is_the_same_whatever_the_train_sizes():
+    assert subsets(tinyvgg=3, transfer=(3,))["val"] == subsets(tinyvgg=12, transfer=(6, 12, 15))["val"]
+
+
+def test_validation_that_cannot_fit_beside_the_train_subsets_is_one_line():
+    with pytest.raises(UserError) as err:
+        subsets(tinyvgg=51, transfer=(6,), val=30)  # 17 + 10 of 20 images per class
+    message = str(err.value)
+    assert "subset.val_size is 30 but does not fit beside the largest train subset (51 images)" in message
+    assert "they need 27" in message and "\n" not in message
+    assert subsets(tinyvgg=30, transfer=(6,), val=30)["val"]  # 10 + 10: fits exactly

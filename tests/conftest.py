@@ -51,7 +51,7 @@ def grid_run(tmp_path, monkeypatch, image_folder_factory):
     dataset = data.load_image_folder(image_folder_factory(tmp_path / "images", n_train=4, n_test=2, size=8), 8)
     data.save(dataset, tmp_path / "prepared")
     subsets.save(
-        subsets.make_subsets(dataset.train.labels, dataset.test.labels, 3, 0, 6, (6,), 6), tmp_path / "subsets"
+        subsets.make_subsets(dataset.train.labels, dataset.test.labels, 3, 0, 6, (6,), 3, 6), tmp_path / "subsets"
     )
     calls = []
 

@@ -32,7 +32,7 @@ from transferlab.tracking import TensorBoardRun
 from transferlab.training import TrainingRun, fit
 
 CPU = torch.device("cpu")
-SETTINGS = TrainingParams(batch_size=8, optimizer="adam", lr=1e-3)
+SETTINGS = TrainingParams(batch_size=8, optimizer="adam", lr=1e-3, weight_decay=0.0)
 # At 32 px lite0's last feature map is 1 x 1, where BatchNorm cannot train on one image: train
 # sizes whose every global batch of 8 splits into parts of at least 2.
 TRAIN_SIZES = [12, 20]

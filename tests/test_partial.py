@@ -24,7 +24,7 @@ from transferlab.transfer_kinds import LastStages
 
 CPU = torch.device("cpu")
 SEED, EPOCHS = 3, 2
-SETTINGS = params.TrainingParams(batch_size=4, optimizer="adam", lr=0.001)
+SETTINGS = params.TrainingParams(batch_size=4, optimizer="adam", lr=0.001, weight_decay=0.0)
 
 
 class EvalMode(nn.Module):

@@ -36,7 +36,7 @@ TRAIN, TEST = make_data(0), make_data(1, n=12)
 
 
 def settings(lr=0.05, optimizer="adam"):
-    return params.TinyVGGParams(hidden_units=8, epochs=4, batch_size=8, optimizer=optimizer, lr=lr)
+    return params.TinyVGGParams(hidden_units=8, epochs=4, batch_size=8, optimizer=optimizer, lr=lr, weight_decay=0.0)
 
 
 def make_model(init_seed=0, width=8):

@@ -1,4 +1,4 @@
-"""select_best stage: rank every model, export the best, draw its predictions."""
+"""select_best stage: rank every model on validation, report test accuracy with its 95% interval, export the best."""
 
 from transferlab.entrypoints import imports_without_gc, run_cli
 
@@ -10,7 +10,10 @@ PATHS = paths.SelectBestPaths
 
 def main() -> None:
     best = selection.select_best(params.load(), paths.parse(PATHS, __doc__))
-    print(f"best: {best['name']} (test_acc {best['test_acc']:.4f}, test_loss {best['test_loss']:.4f})")
+    print(
+        f"best: {best['name']} (val_acc {best['val_acc']:.4f}; test_acc {best['test_acc']:.4f}, "
+        f"95% interval {best['test_acc_low']:.4f}-{best['test_acc_high']:.4f})"
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from helpers.images import make_image_folder
 from helpers.projects import make_project, run, tiny_params
 from transferlab import backbones, engine, evaluation, model_files, networks, params, registry
 from transferlab.checkpoints import Checkpoints
-from transferlab.features import FeatureCache
+from transferlab.features import FeatureCache, FeatureCaches
 from transferlab.torchfiles import load_torch
 from transferlab.training import TrainingRun, fit
 from transferlab.transfer_kinds import LastStages
@@ -142,7 +142,7 @@ def test_a_partly_fine_tuned_model_scores_from_activations_and_runs_on_raw_image
     assert {key.split(".")[0] for key in model_file["state_dict"]} == {"tail", "head"}
     model = model_files.from_model_file(model_file)
     images = grid_run.dataset.test.images
-    from_activations = evaluation.logits_on(model, images, tmp_path / "features", CPU)
+    from_activations = evaluation.logits_on(model, images, FeatureCaches(tmp_path / "features"), CPU)
     with torch.inference_mode():
         from_images = model.network(model.preprocess(images))
     torch.testing.assert_close(from_activations, from_images, rtol=1e-2, atol=1e-2)

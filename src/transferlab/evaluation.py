@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from transferlab import backbones, cache, data, engine, model_files, registry
+from transferlab.features import FeatureCaches
 from transferlab.kinds import Model, TinyVGGModel
 from transferlab.networks import uint8_to_float
 from transferlab.outputs import write_json
@@ -40,10 +41,10 @@ def trained_model_paths(tinyvgg_file: Path, transfer_dir: Path) -> dict[str, Pat
     return {"tinyvgg": Path(tinyvgg_file), **{p.stem: p for p in sorted(Path(transfer_dir).glob("*.pt"))}}
 
 
-def logits_on(model: Model, images: np.ndarray, cache_dir: Path | None, device: torch.device) -> torch.Tensor:
+def logits_on(model: Model, images: np.ndarray, caches: FeatureCaches, device: torch.device) -> torch.Tensor:
     """The model's logits for N x H x W x 3 uint8 images (from cached features, or cached
     activations of its frozen part, when its backbone is frozen)."""
-    inputs = model.inputs(images, cache_dir, device)
+    inputs = model.inputs(images, caches, device)
     loader = engine.batch_loader(TensorDataset(inputs, torch.zeros(len(inputs), dtype=torch.long)), BATCH_SIZE)
     return engine.predict(model.scorer.to(device), loader, device)[0]
 
@@ -68,13 +69,14 @@ def evaluate(paths: EvaluatePaths, cache_dir: Path | None = None) -> dict[str, d
     device = engine.select_device()
     load_backbone = functools.cache(backbones.load)  # at most one pretrained backbone per name and size
     results, predicted, trained = {}, {"val": {}, "test": {}}, {}
+    caches = FeatureCaches(cache_dir)
     for name, path in trained_model_paths(paths.tinyvgg_file, paths.transfer_dir).items():
         model = trained[name] = model_files.load(path, load_backbone)
-        logits = {split: logits_on(model, s.images, cache_dir, device) for split, s in splits.items()}
+        logits = {split: logits_on(model, s.images, caches, device) for split, s in splits.items()}
         results[name] = scores(logits, splits, model, dataset.classes)
         for split, split_logits in logits.items():
             predicted[split][name] = split_logits.argmax(dim=1).to(torch.uint8)
-    log_tensorboard(paths.runs_dir, trained, results, splits["test"], dataset.classes, cache_dir, device)
+    log_tensorboard(paths.runs_dir, trained, results, splits["test"], dataset.classes, caches, device)
     baselines = {name for name, model in trained.items() if isinstance(model, TinyVGGModel)}
     write_json(paths.summary_file, accuracy_by_train_size(results, baselines))
     labels = {f"{split}_labels": s.labels for split, s in splits.items()}
@@ -107,7 +109,7 @@ def log_tensorboard(
     results: dict[str, dict],
     test: Split,
     classes: list[str],
-    cache_dir: Path | None,
+    caches: FeatureCaches,
     device: torch.device,
 ) -> None:
     """Every model as an HParams session (`hparams/<name>`) with its validation and test metrics,
@@ -119,12 +121,12 @@ def log_tensorboard(
         session.close()
     board.log_hparams_config([result["hparams"] for result in results.values()])
     board.close()
-    for tag, features in projector_embeddings(models, test.images, cache_dir, device):
+    for tag, features in projector_embeddings(models, test.images, caches, device):
         log_cached_embedding(runs_dir, tag, features, [classes[i] for i in test.labels.tolist()], test.images)
 
 
 def projector_embeddings(
-    models: dict[str, Model], images: np.ndarray, cache_dir: Path | None, device: torch.device
+    models: dict[str, Model], images: np.ndarray, caches: FeatureCaches, device: torch.device
 ) -> list[tuple[str, torch.Tensor]]:
     """What the projector shows the test images in: each frozen backbone's cached pooled features
     (what every head of that backbone learns from; models whose last stages trained learn from
@@ -135,7 +137,7 @@ def projector_embeddings(
         if isinstance(model, TinyVGGModel):
             embeddings[f"{name}_penultimate"] = model.penultimate(images)
         elif type(model) is FrozenHead:  # the pretrained backbone's features
-            features = model.feature_cache(cache_dir)
+            features = model.feature_cache(caches)
             tag = f"{features.name}_{registry.input_size(features.name, features.image_size)}px"
             if tag not in embeddings:
                 embeddings[tag] = features.get(images, BATCH_SIZE, device)

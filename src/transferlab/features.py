@@ -203,3 +203,23 @@ class FeatureCache:
                     stored = {"value": make(self.backbone)}
                     save_torch(path, stored)
         return stored["value"]
+
+
+class FeatureCaches:
+    """One `FeatureCache` per backbone, input size, runtime and depth, shared by every model a
+    process scores: each reads the cache's shards once, not once per model."""
+
+    def __init__(self, cache_dir: str | Path | None = None):
+        self.cache_dir = cache_dir
+        self._caches: dict[tuple, FeatureCache] = {}
+
+    def get(
+        self, name: str, image_size: int | None, runtime: str, trainable_stages: int, load: Callable
+    ) -> FeatureCache:
+        """The shared cache; `load` builds the backbone if an image is not cached yet."""
+        key = (name, image_size, runtime, trainable_stages)
+        if key not in self._caches:
+            self._caches[key] = FeatureCache(
+                name, image_size, self.cache_dir, load=load, runtime=runtime, trainable_stages=trainable_stages
+            )
+        return self._caches[key]

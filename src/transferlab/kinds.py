@@ -9,7 +9,6 @@ model's `saved` part) and `hparams` (what the experiment was). A checkpoint, in 
 training state (`checkpoints`), never a model file.
 """
 
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -76,7 +75,8 @@ class TinyVGGModel(Model):
     def inputs_of(images: np.ndarray) -> torch.Tensor:
         return uint8_to_float(images)
 
-    def inputs(self, images: np.ndarray, cache_dir: Path | None, device: torch.device) -> torch.Tensor:
+    def inputs(self, images: np.ndarray, caches: object, device: torch.device) -> torch.Tensor:
+        """Its inputs for N x H x W x 3 uint8 images (no feature cache: `caches` is not used)."""
         return self.inputs_of(images)
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:

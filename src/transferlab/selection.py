@@ -21,6 +21,7 @@ import torch
 from transferlab import data, engine, model_files, stats
 from transferlab.errors import UserError
 from transferlab.evaluation import logits_on, trained_model_paths
+from transferlab.features import FeatureCaches
 from transferlab.figures import confusion_figure, predictions_figure
 from transferlab.kinds import Model
 from transferlab.outputs import atomic_dir, atomic_path, write_json, write_text
@@ -250,10 +251,10 @@ def _report_models(params: Params, paths: SelectBestPaths, predicted: dict, winn
     images = _test_images(paths, predicted["test_labels"])
     files = trained_model_paths(paths.tinyvgg_file, paths.transfer_dir)
     board = TensorBoardRun(paths.runs_dir)
-    models, probabilities = {}, {}
+    models, probabilities, caches = {}, {}, FeatureCaches(cache_dir)
     for name in shown(winner):
         models[name] = model_files.load(files[name])
-        probabilities[name] = logits_on(models[name], images, cache_dir, engine.select_device()).softmax(dim=1)
+        probabilities[name] = logits_on(models[name], images, caches, engine.select_device()).softmax(dim=1)
         _log_model(board, name, probabilities[name], predicted)
     figure = _predictions(params, images, predicted, probabilities[winner])
     board.log_figure(f"predictions/{winner}", figure)

@@ -27,7 +27,7 @@ from torch import nn
 from transferlab import backbones, registry
 from transferlab.cache import root as machine_cache
 from transferlab.checkpoints import Checkpoints
-from transferlab.features import FeatureCache
+from transferlab.features import FeatureCache, FeatureCaches
 from transferlab.kinds import Model
 from transferlab.networks import (
     TailModel,
@@ -95,25 +95,20 @@ class TransferKind(Model):
         (computed for images this machine never saw)."""
         return cache.get(images, batch_size, device)
 
-    def inputs(self, images: np.ndarray, cache_dir: Path | None, device: torch.device) -> torch.Tensor:
-        return self.inputs_of(self.feature_cache(cache_dir), images, self.SCORING_BATCH, device)
+    def inputs(self, images: np.ndarray, caches: FeatureCaches, device: torch.device) -> torch.Tensor:
+        return self.inputs_of(self.feature_cache(caches), images, self.SCORING_BATCH, device)
 
     @staticmethod
     def training_states(cache_dir: Path | None, grid_epochs: tuple[int, ...]) -> Checkpoints:
         """Where training states of this kind are kept, and which (`checkpoints.Checkpoints`)."""
         return Checkpoints(Path(cache_dir or machine_cache()) / "heads", keep_every_epoch=True)
 
-    def feature_cache(self, cache_dir: Path | None, processes: int = 1) -> FeatureCache:
-        """The cache of its backbone's inputs, at its input size and runtime."""
-        return FeatureCache(
-            self.config["backbone"],
-            self.config["image_size"],
-            cache_dir,
-            load=lambda *_: self.backbone,
-            runtime=self.config["runtime"],
-            processes=processes,
-            trainable_stages=self.trainable_stages,
-        )
+    def feature_cache(self, caches: FeatureCaches) -> FeatureCache:
+        """The cache of its backbone's inputs, at its input size and runtime (its frozen part is the
+        pretrained one, so models of one backbone share it)."""
+        config = self.config
+        load = lambda *_: self.backbone  # noqa: E731 (built only if an image is not cached yet)
+        return caches.get(config["backbone"], config["image_size"], config["runtime"], self.trainable_stages, load)
 
     @functools.cached_property
     def backbone(self) -> backbones.Backbone:

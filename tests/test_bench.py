@@ -68,7 +68,9 @@ def test_timing_helpers(tmp_path):
     log = tmp_path / "bench.log"
     allocate = [sys.executable, "-c", "import time; b = bytearray(300 * 2**20); time.sleep(0.1); print('done')"]
     stats = harness.measure(allocate, tmp_path, {}, log)
-    assert 0.1 < stats["wall_s"] < 30 and 300 < stats["peak_rss_mib"] < 1000  # the child's own memory
+    # at least what the child allocated (Linux may count a forked child's peak from its parent's
+    # size, so a large test process, not the child, could set the upper end)
+    assert 0.1 < stats["wall_s"] < 30 and 300 < stats["peak_rss_mib"]
     assert "$ " + " ".join(allocate) in log.read_text() and "done" in log.read_text()
     with pytest.raises(SystemExit, match=f"failed \\(3\\); see {log}"):
         harness.measure([sys.executable, "-c", "raise SystemExit(3)"], tmp_path, {}, log)

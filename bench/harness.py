@@ -78,7 +78,12 @@ def bench_params(args: argparse.Namespace, **grid) -> dict:
     grid = {key: getattr(args, key) for key in ("models", "train_sizes", "epochs", "test_size")} | grid
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"] = {"source": str(Path(args.source).resolve()), "image_size": args.data_image_size}
-    params["subset"] = {"tinyvgg_train_size": args.tinyvgg_size, "test_size": grid["test_size"]}
+    # validation as large as the test subset: every experiment validates on it each epoch
+    params["subset"] = {
+        "tinyvgg_train_size": args.tinyvgg_size,
+        "val_size": grid["test_size"],
+        "test_size": grid["test_size"],
+    }
     params["tinyvgg"].update(epochs=1, hidden_units=10, batch_size=32)
     params.update(model=grid["models"], train_size=grid["train_sizes"], epochs=grid["epochs"])
     params["transfer"].update(image_size=args.image_size, batch_size=args.batch_size, freeze=True)
@@ -86,10 +91,19 @@ def bench_params(args: argparse.Namespace, **grid) -> dict:
     return params
 
 
+def short_name(hparams: dict) -> str:
+    """<size>_images-<backbone label>-<epochs>_epochs: an experiment's name without its lr, weight
+    decay and seed."""
+    from transferlab import registry
+
+    label = registry.label(hparams["model"], hparams.get("trainable_stages", 0))
+    return f"{hparams['train_size']}_images-{label}-{hparams['epochs']}_epochs"
+
+
 def phase_config(args: argparse.Namespace, params: dict, **extra) -> dict:
     """What the in-process approaches need: the grid, and the pipeline's seed and optimizer."""
     grid = {key: getattr(args, key) for key in ("models", "train_sizes", "epochs", "image_size", "batch_size")}
-    optimizer = {key: params["transfer"][key] for key in ("optimizer", "lr")}
+    optimizer = {"optimizer": params["transfer"]["optimizer"], "lr": params["lr"]}
     return {**grid, "seed": params["seed"], **optimizer, **extra}
 
 
@@ -156,9 +170,10 @@ class Project:
         return {**self.measure(command, cache_dir), **json.loads(result_file.read_text())}
 
     def stage_accuracies(self) -> dict[str, float]:
-        """The transfer experiments' test accuracies from the last evaluate."""
-        evaluation = json.loads((self.path / "metrics/evaluation.json").read_text())
-        return {name: m["test_acc"] for name, m in evaluation.items() if name != "tinyvgg"}
+        """The transfer experiments' test accuracies from the last evaluate, by the short name the
+        references use (`short_name`: a benchmark's grid has one lr, weight decay and seed)."""
+        evaluation = json.loads((self.path / "reports/evaluation.json").read_text())
+        return {short_name(m["hparams"]): m["test_acc"] for name, m in evaluation.items() if name != "tinyvgg"}
 
 
 def parser(scenario) -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ DVC's run cache cleared (nothing is restored):
   sequential  one `dvc exp run -S model=M -S train_size=N` per experiment;
   queue       `dvc exp run --queue` of every point, then `dvc exp run --run-all -j JOBS`.
 Reported: wall times, what the cache holds afterwards (distinct images and stored entries: more
-entries than images only if an image was computed twice), every experiment's test accuracy.
+entries than images only if an image was computed twice), every experiment's validation accuracy.
 
   python bench/sweep.py --source ../shared/data/cifar10-jpg.tar.gz          # BENCHMARKS.md's run
   python bench/sweep.py --source DIR --models effnet_lite0 --train-sizes 6 9 --test-size 6 \\
@@ -26,7 +26,7 @@ from bench.report import Table, Target, targets
 
 TARGETS = {
     "queue": Target("queue / in-stage grid wall time", "<=", 1.3, "x"),
-    "same": Target("every approach: the same test accuracy per experiment", "==", True),
+    "same": Target("every approach: the same validation accuracy per experiment", "==", True),
     "once": Target("every approach: each image through each backbone once", "==", True),
 }
 
@@ -63,15 +63,16 @@ def commands(args, approach: str) -> list[list[str]]:
 
 
 def experiments(project: harness.Project) -> dict[str, dict[str, float]]:
-    """Each DVC experiment's test accuracies (metrics/transfer.json); exits if one failed."""
+    """Each DVC experiment's final validation accuracies (its commit's reports/transfer.json);
+    exits if one failed."""
     results = {}
     for commit in json.loads(project.output(["dvc", "exp", "show", "--json"])):
         for experiment in commit.get("experiments") or []:
             for revision in experiment["revs"]:
                 if revision.get("error"):
                     raise SystemExit(f"experiment {experiment['name']} failed; see {project.log}")
-                metrics = revision["data"]["metrics"]["metrics/transfer.json"]["data"]
-                results[experiment["name"]] = {name: m["test_acc"] for name, m in metrics.items()}
+                metrics = json.loads(project.output(["git", "show", f"{revision['rev']}:reports/transfer.json"]))
+                results[experiment["name"]] = {name: m["val_acc"] for name, m in metrics.items()}
     return results
 
 
@@ -88,11 +89,11 @@ def run(project: harness.Project, args) -> dict:
         wall = sum(project.measure(command, cache_dir)["wall_s"] for command in commands(args, approach))
         config = {"models": args.models, "image_size": args.image_size}
         cache = project.run_phase("bench.reference:cache_stats", config, cache_dir)
-        test_acc = {}
+        val_acc = {}
         for name, accuracies in experiments(project).items():
             if name not in before:
-                test_acc |= accuracies
-        results[approach] = {"wall_s": wall, "cache": {m: cache[m] for m in args.models}, "test_acc": test_acc}
+                val_acc |= accuracies
+        results[approach] = {"wall_s": wall, "cache": {m: cache[m] for m in args.models}, "val_acc": val_acc}
     return results
 
 
@@ -102,17 +103,19 @@ def report(r: dict) -> list[Table]:
         cache = "; ".join(f"{m} {s['images']:,} / {s['entries']:,}" for m, s in r[name]["cache"].items())
         rows.append((name, r[name]["wall_s"], r[name]["wall_s"] / r["grid"]["wall_s"], cache))
     nan = float("nan")
-    accuracy = [(n, *(100 * r[a]["test_acc"].get(n, nan) for a in approaches)) for n in sorted(r["grid"]["test_acc"])]
+    accuracy = [(n, *(100 * r[a]["val_acc"].get(n, nan) for a in approaches)) for n in sorted(r["grid"]["val_acc"])]
     checks = [
         (TARGETS["queue"], r["queue"]["wall_s"] / r["grid"]["wall_s"], f"-j {r['args']['jobs']}"),
-        (TARGETS["same"], all(r[a]["test_acc"] == r["grid"]["test_acc"] for a in approaches)),
+        (TARGETS["same"], all(r[a]["val_acc"] == r["grid"]["val_acc"] for a in approaches)),
         (TARGETS["once"], all(s["images"] == s["entries"] for a in approaches for s in r[a]["cache"].values())),
     ]
     n = len(r["args"]["models"]) * len(r["args"]["train_sizes"])
     columns = {"approach": "", "wall s": ".1f", "x grid": ".2f", "feature cache afterwards: images / entries": ""}
     return [
         Table(f"{n} experiments, three ways (each with an empty cache)", columns, rows),
-        Table("test accuracy per experiment, %", {"experiment": "", **dict.fromkeys(approaches, ".2f")}, accuracy),
+        Table(
+            "validation accuracy per experiment, %", {"experiment": "", **dict.fromkeys(approaches, ".2f")}, accuracy
+        ),
         targets(checks, "targets"),
     ]
 

@@ -220,7 +220,7 @@ def test_partial_and_sweep_reports_from_results():
     acc = {"500_images-effnet_lite0-5_epochs": 0.663}
     s = {"args": {"jobs": 2, "models": ["effnet_lite0"], "train_sizes": [500]}}
     for approach, wall in (("grid", 331.8), ("sequential", 365.9), ("queue", 369.9)):
-        s[approach] = {"wall_s": wall, "test_acc": acc, "cache": {"effnet_lite0": {"images": 3000, "entries": 3000}}}
+        s[approach] = {"wall_s": wall, "val_acc": acc, "cache": {"effnet_lite0": {"images": 3000, "entries": 3000}}}
     s["queue"]["cache"]["effnet_lite0"] = {"images": 3000, "entries": 3001}
     rows, accuracy, checks = sweep.report(s)
     assert rows.rows[2] == ("queue", 369.9, pytest.approx(1.115, abs=1e-3), "effnet_lite0 3,000 / 3,001")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench import grid, harness, partial, sweep
+from bench import grid, harness, partial, scale, sweep
 from bench.report import Table, Target, console, markdown, missed, render, targets
 from helpers.projects import ROOT
 
@@ -84,7 +84,7 @@ def benchmarks_commands() -> dict[str, list[str]]:
 
 
 def test_command_lines_keep_their_defaults_and_benchmarks_md_commands_parse():
-    scripts = {"grid": grid, "partial": partial, "sweep": sweep}
+    scripts = {"grid": grid, "partial": partial, "scale": scale, "sweep": sweep}
     assert set(benchmarks_commands()) == set(scripts)
     for script, args in benchmarks_commands().items():
         assert harness.parser(scripts[script]).parse_args(args).source == "../shared/data/cifar10-jpg.tar.gz"
@@ -248,3 +248,69 @@ def test_sweep_runs_each_approach_as_dvc_commands():
     assert run_all == ["dvc", "exp", "run", "--run-all", "-j", "3"]
     baseline = sweep.params(args)  # a point outside the sweep
     assert (baseline["model"], baseline["train_size"], baseline["epochs"]) == ("effnet_lite0", 3, [5])
+
+
+def scale_results() -> dict:
+    """Made-up scale results shaped as scale.run returns them (not a measurement)."""
+
+    def stages(*seconds):
+        return {stage: {"wall_s": s, "peak_rss_mib": 1000 + s} for stage, s in zip(scale.STAGES, seconds, strict=True)}
+
+    small_out = {"models": 1_000_000, "runs": 50_000_000, "reports": 2_000_000, "plots": 500_000, "metrics": 500}
+    large_out = {**small_out, "models": 20_000_000, "runs": 90_000_000}
+    rerun = dict(zip(scale.RERUN, ({"wall_s": 12.0}, {"wall_s": 5.0}, {"wall_s": 3.0}), strict=True))
+    test_acc = {"a": 0.70, "b": 0.725, "c": 0.69, "d": 0.72, "tinyvgg": 0.5}
+    best = {"name": "a", "test_acc": 0.70, "test_acc_low": 0.68, "test_acc_high": 0.72, "tied": 3, "models": 5}
+    return {
+        "small": {"experiments": 8, "stages": stages(20, 1, 60, 80, 15, 10), "outputs": small_out},
+        "large": {"experiments": 216, "stages": stages(20, 1, 60, 140, 30, 15), "outputs": large_out},
+        "rerun": rerun,
+        "honesty": {"best": best, "test_acc": test_acc},
+    }
+
+
+def test_scale_report_from_results():
+    per_stage, sizes, rerun, honest, checks = scale.report(scale_results())
+    assert per_stage.rows[3] == ("train_transfer", 80, 140, pytest.approx(60 / 208), 1140)
+    assert per_stage.rows[-1] == ("total", 186, 266, pytest.approx(80 / 208), None)
+    assert sizes.rows[-1] == ("total", pytest.approx(53.5005), pytest.approx(112.5005))
+    assert rerun.rows[1] == ("evaluate", 5.0, 25.0) and rerun.rows[-1] == ("total", 20.0, 100.0)
+    assert dict(honest.rows)["best test accuracy of any model (choosing on test)"] == "72.50 % (b)"
+    assert dict(honest.rows)["gap, pp"] == "2.50"
+    assert dict(honest.rows)["models whose test accuracy is inside the winner's interval"] == "3 of 5"  # a, c, d
+    assert dict(honest.rows)["its test accuracy (95 % interval)"] == "70.00 % (68.00–72.00 %)"
+    assert dict(honest.rows)["tied: validation cannot tell them from the winner (McNemar p >= 0.05)"] == "3 of 5"
+    found = results_of(checks)
+    assert found["marginal cost of one more experiment"] == ("0.385 s (266.0 s - 186.0 s over 208)", "met")
+    assert found["large grid / small grid wall time"] == ("1.43x (266.0 s / 186.0 s)", "met")
+    assert found["outputs, 8-experiment grid"] == ("53.5 MB", "met")
+    assert found["outputs, 216-experiment grid"] == ("112.5 MB", "MISSED")
+    assert found["epochs-only rerun / the small grid's full run"] == ("10.8 % (20.0 s)", "MISSED")
+    slow = scale_results()
+    slow["large"]["stages"]["train_transfer"]["wall_s"] = 300  # marginal 0.77 s, ratio 2.29x
+    assert missed(scale.report(slow)[-1])[:2] == [
+        "marginal cost of one more experiment",
+        "large grid / small grid wall time",
+    ]
+
+
+def test_scale_command_line_and_grids():
+    args = harness.parser(scale).parse_args(["--source", "d"])
+    assert (args.models, args.train_sizes, args.epochs) == (["effnet_lite0", "effnet_lite2"], [500, 1000], [5, 10])
+    assert (args.test_size, args.val_size, args.tinyvgg_size, args.tinyvgg_epochs) == (2000, 1000, None, None)
+    assert (args.big_train_sizes, args.big_epochs) == ([250, 500, 750, 1000], [3, 5, 10])
+    assert (args.big_lrs, args.big_weight_decays) == ([0.0003, 0.001, 0.003], [0, 0.0001, 0.001])
+    small, rerun, large = (scale.params(args, grid) for grid in ("small", "rerun", "large"))
+    assert (scale.experiments(small), scale.experiments(rerun), scale.experiments(large)) == (8, 8, 216)
+    assert rerun["epochs"] == [6, 11] and rerun["train_size"] == small["train_size"] == [500, 1000]
+    assert max(large["train_size"]) == max(small["train_size"])  # the same images through the backbones
+    default = harness.yaml.safe_load((ROOT / "params.yaml").read_text())
+    for params in (small, large):
+        assert params["subset"] == {"tinyvgg_train_size": 10000, "val_size": 1000, "test_size": 2000}
+        assert params["tinyvgg"] == default["tinyvgg"] and params["trainable_stages"] == 0
+        assert params["transfer"]["image_size"] is None and params["data"]["source"].endswith("/d")
+    assert (small["lr"], small["weight_decay"]) == (default["lr"], default["weight_decay"])
+    shrunk = scale.params(
+        harness.parser(scale).parse_args(["--source", "d", "--tinyvgg-size", "12", "--tinyvgg-epochs", "1"])
+    )
+    assert (shrunk["subset"]["tinyvgg_train_size"], shrunk["tinyvgg"]["epochs"]) == (12, 1)

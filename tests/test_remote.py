@@ -5,7 +5,6 @@ from the run cache alone. End to end, the real `dvc` and `git`."""
 
 import json
 import logging
-import os
 import socket
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import yaml
 
 from helpers.images import make_image_folder
 from helpers.projects import GIT_IDENTITY, commit_all, make_project, run, tiny_params, write_params
+from helpers.stage_marks import marker_env, stages_started
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,6 @@ def test_a_teammate_pulls_and_reproduces_without_training(team):
 
 
 EXPERIMENT = {"epochs": 2, "train_size": 9}  # the pushed experiment's params, never committed
-MARKER = Path(__file__).parent / "helpers" / "stage_marker"
 
 
 def switched_to_the_experiments_params(project: Path) -> None:
@@ -114,9 +113,8 @@ def switched_to_the_experiments_params(project: Path) -> None:
 def marked_repro(project: Path, args: list[str]) -> tuple[str, list[str]]:
     """`dvc args` with the stage marker: its output, and the stage commands that ran, in order."""
     log = project.parent / "stages_run.log"
-    pythonpath = os.pathsep.join(filter(None, [str(MARKER), os.environ.get("PYTHONPATH")]))
-    result = run(["dvc", *args], project, env_extra={"PYTHONPATH": pythonpath, "STAGE_MARKER_LOG": str(log)})
-    return result.stdout, log.read_text().split() if log.exists() else []
+    result = run(["dvc", *args], project, env_extra=marker_env(log))
+    return result.stdout, stages_started(log)
 
 
 def test_the_run_cache_restores_what_no_lock_names_without_running_a_command(team):

@@ -10,6 +10,7 @@ import pytest
 from helpers.hostile import UNSAFE_DEFAULT, hostile_checkpoint
 from helpers.images import make_image_folder
 from helpers.projects import commit_all, machine_cache, make_project, run, tiny_params
+from helpers.stage_marks import intervals_by_workspace, marker_env
 from transferlab.features import FeatureCache
 
 pytestmark = pytest.mark.slow
@@ -92,13 +93,21 @@ def test_a_damaged_cache_is_one_line_and_the_same_result(baseline, damage, tmp_p
 def test_queued_experiments_run_in_parallel_on_one_cache(baseline):
     # An empty machine-wide cache, so the two queued experiments are the first to need these images.
     env = {"TRANSFERLAB_CACHE_DIR": str(baseline.parent / "sweep_cache")}
+    marked = baseline.parent / "sweep_stages.log"  # each stage process's start and end, and workspace
     run(["dvc", "exp", "run", "--queue", "-S", "train_size=9,15"], baseline, env_extra=env)
-    run(["dvc", "queue", "start", "-j", "2"], baseline, env_extra=env)  # workers take the env from here
+    # The workers take the env from here.
+    run(["dvc", "queue", "start", "-j", "2"], baseline, env_extra={**env, **marker_env(marked)})
     try:
         status = wait_for_queue(baseline, env)
     finally:
         run(["dvc", "queue", "stop"], baseline, env_extra=env)
     assert status.count("Success") == 2 and "Failed" not in status, status
+    # The two ran at the same time: each in a workspace of its own, from its first stage's start to
+    # its last stage's end, the two spans intersect.
+    spans = intervals_by_workspace(marked)
+    assert len(spans) == 2 and Path(baseline) not in map(Path, spans), spans
+    [(start_1, end_1), (start_2, end_2)] = spans.values()
+    assert max(start_1, start_2) < min(end_1, end_2), spans
 
     shown = experiments_shown(baseline)
     assert sorted(e["params"]["train_size"] for e in shown.values()) == [9, 15]

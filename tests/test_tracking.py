@@ -19,8 +19,8 @@ from transferlab.tracking import (
 HISTORY = {
     "train_loss": [2.0, 1.5, 1.0],
     "train_acc": [0.1, 0.2, 0.3],
-    "test_loss": [2.1, 1.6, 1.2],
-    "test_acc": [0.1, 0.25, 0.35],
+    "val_loss": [2.1, 1.6, 1.2],
+    "val_acc": [0.1, 0.25, 0.35],
 }
 
 
@@ -49,17 +49,22 @@ def test_run_logs_graph_epochs_and_hparams_in_one_run(tmp_path):
     run.log_graph(trace_graph(small_model(), torch.zeros(1, 3, 8, 8)))
     run.log_epochs({key: values[:1] for key, values in HISTORY.items()})
     run.log_epochs(HISTORY, first=2)
-    run.log_hparams({"model": "small", "epochs": 3, "freeze": True, "image_size": None}, {"test_acc": 0.35})
+    run.log_hparams(
+        {"model": "small", "epochs": 3, "freeze": True, "image_size": None}, {"val_acc": 0.35, "test_acc": 0.3}
+    )
     run.close()
     assert [p.name for p in (tmp_path / "run").iterdir() if p.is_dir()] == [], "no sub-run per line"
     board = events(tmp_path / "run")
     assert [node.op for node in board.Graph().node if node.op]
-    assert [(e.step, round(e.value, 4)) for e in board.Scalars("Loss/test")] == [(1, 2.1), (2, 1.6), (3, 1.2)]
+    assert [(e.step, round(e.value, 4)) for e in board.Scalars("Loss/val")] == [(1, 2.1), (2, 1.6), (3, 1.2)]
+    assert [(e.step, round(e.value, 4)) for e in board.Scalars("Accuracy/val")] == [(1, 0.1), (2, 0.25), (3, 0.35)]
     assert [e.value for e in board.Scalars("Accuracy/train")] == pytest.approx([0.1, 0.2, 0.3])
-    assert [e.value for e in board.Scalars("hparam/test_acc")] == pytest.approx([0.35])
+    assert not {tag for tag in board.Tags()["scalars"] if tag.endswith("/test")}, "training never sees the test set"
+    assert [e.value for e in board.Scalars("hparam/val_acc")] == pytest.approx([0.35])
+    assert [e.value for e in board.Scalars("hparam/test_acc")] == pytest.approx([0.3])
     assert custom_scalar_charts(tmp_path / "run") == {
-        "Loss": ["Loss/train", "Loss/test"],
-        "Accuracy": ["Accuracy/train", "Accuracy/test"],
+        "Loss": ["Loss/train", "Loss/val"],
+        "Accuracy": ["Accuracy/train", "Accuracy/val"],
     }
     hparams = board.PluginTagToContent("hparams")
     assert "_hparams_/experiment" not in hparams, "the experiment's configuration is written once, elsewhere"
@@ -98,7 +103,12 @@ def test_hparams_config_has_every_value_as_a_discrete_domain(tmp_path):
     }
     differs = {info.name for info in experiment.hparam_infos if info.differs}
     assert differs == {"model", "train_size", "epochs", "lr"}, "shown first by the dashboard"
-    assert [m.name.tag for m in experiment.metric_infos] == ["hparam/test_acc", "hparam/test_loss"]
+    assert [m.name.tag for m in experiment.metric_infos] == [  # chosen on validation, reported on test
+        "hparam/val_acc",
+        "hparam/val_loss",
+        "hparam/test_acc",
+        "hparam/test_loss",
+    ]
 
 
 def test_pr_curves_and_embedding(tmp_path):
@@ -127,46 +137,69 @@ def test_curve_files_one_per_metric_in_long_format(tmp_path):
         {"experiment": "a", "split": "train", "epoch": 1, "loss": 2.0},
         {"experiment": "a", "split": "train", "epoch": 2, "loss": 1.5},
         {"experiment": "a", "split": "train", "epoch": 3, "loss": 1.0},
-        {"experiment": "a", "split": "test", "epoch": 1, "loss": 2.1},
+        {"experiment": "a", "split": "val", "epoch": 1, "loss": 2.1},
     ]
+    assert {row["split"] for row in loss} == {"train", "val"}
     assert len(loss) == 2 * 3 + 2 * 1
     accuracy = json.loads((tmp_path / "plots" / "accuracy.json").read_text())
     assert {row["experiment"] for row in accuracy} == {"a", "b"} and all("loss" not in row for row in accuracy)
 
 
-def test_accuracy_by_train_size_takes_each_backbones_best_and_the_baseline_level():
+def scored(model, train_size, val_acc, test_acc, **hparams) -> dict:
+    """One model's entry of evaluate's results: its scores and its hyperparameters."""
+    return {"val_acc": val_acc, "test_acc": test_acc, "hparams": {"model": model, "train_size": train_size, **hparams}}
+
+
+def test_accuracy_by_train_size_takes_each_backbones_best_on_validation_and_the_baseline_level():
     results = {
-        "tinyvgg": {"test_acc": 0.5},
-        "500-lite0-5": {"test_acc": 0.6},
-        "500-lite0-10": {"test_acc": 0.65},
-        "1000-lite0-5": {"test_acc": 0.7},
-        "500-lite2-5": {"test_acc": 0.62},
+        "tinyvgg": scored("tinyvgg", 10000, 0.52, 0.5),
+        "500-lite0-5": scored("lite0", 500, 0.61, 0.6),
+        "500-lite0-10": scored("lite0", 500, 0.66, 0.65),
+        "1000-lite0-5": scored("lite0", 1000, 0.69, 0.7),
+        "500-lite2-5": scored("lite2", 500, 0.63, 0.62),
     }
-    hparams = {
-        "tinyvgg": {"model": "tinyvgg", "train_size": 10000},
-        "500-lite0-5": {"model": "lite0", "train_size": 500},
-        "500-lite0-10": {"model": "lite0", "train_size": 500},
-        "1000-lite0-5": {"model": "lite0", "train_size": 1000},
-        "500-lite2-5": {"model": "lite2", "train_size": 500},
+    assert accuracy_by_train_size(results, {"tinyvgg"}) == [
+        {"model": "lite0", "train_size": 500, "val_acc": 0.66, "test_acc": 0.65, "kind": "transfer"},
+        {"model": "lite0", "train_size": 1000, "val_acc": 0.69, "test_acc": 0.7, "kind": "transfer"},
+        {"model": "lite2", "train_size": 500, "val_acc": 0.63, "test_acc": 0.62, "kind": "transfer"},
+        {
+            "model": "tinyvgg (10,000 images, from scratch)",
+            "train_size": 500,
+            "val_acc": 0.52,
+            "test_acc": 0.5,
+            "kind": "baseline",
+        },
+        {
+            "model": "tinyvgg (10,000 images, from scratch)",
+            "train_size": 1000,
+            "val_acc": 0.52,
+            "test_acc": 0.5,
+            "kind": "baseline",
+        },
+    ]
+
+
+def test_accuracy_by_train_size_chooses_on_validation_never_on_test():
+    """The experiment with the best validation accuracy is reported with its test accuracy, even
+    when another experiment of the same backbone and size scored higher on test."""
+    results = {
+        "lr_0.01": scored("lite0", 500, 0.70, 0.60, lr=0.01),
+        "lr_0.001": scored("lite0", 500, 0.65, 0.68, lr=0.001),
+        "lr_0.0001": scored("lite0", 500, 0.55, 0.69, lr=0.0001),
     }
-    assert accuracy_by_train_size(results, hparams, {"tinyvgg"}) == [
-        {"model": "lite0", "train_size": 500, "test_acc": 0.65, "kind": "transfer"},
-        {"model": "lite0", "train_size": 1000, "test_acc": 0.7, "kind": "transfer"},
-        {"model": "lite2", "train_size": 500, "test_acc": 0.62, "kind": "transfer"},
-        {"model": "tinyvgg (10,000 images, from scratch)", "train_size": 500, "test_acc": 0.5, "kind": "baseline"},
-        {"model": "tinyvgg (10,000 images, from scratch)", "train_size": 1000, "test_acc": 0.5, "kind": "baseline"},
+    assert accuracy_by_train_size(results, set()) == [
+        {"model": "lite0", "train_size": 500, "val_acc": 0.70, "test_acc": 0.60, "kind": "transfer"}
     ]
 
 
 def test_accuracy_by_train_size_draws_each_depth_trained_as_a_line_of_its_own():
-    results = {"frozen": {"test_acc": 0.66}, "last_stage": {"test_acc": 0.71}}
-    hparams = {
-        "frozen": {"model": "effnet_lite0", "train_size": 500, "trainable_stages": 0},
-        "last_stage": {"model": "effnet_lite0", "train_size": 500, "trainable_stages": 1},
+    results = {
+        "frozen": scored("effnet_lite0", 500, 0.67, 0.66, trainable_stages=0),
+        "last_stage": scored("effnet_lite0", 500, 0.72, 0.71, trainable_stages=1),
     }
-    assert accuracy_by_train_size(results, hparams, set()) == [
-        {"model": "effnet_lite0", "train_size": 500, "test_acc": 0.66, "kind": "transfer"},
-        {"model": "effnet_lite0+1_stages", "train_size": 500, "test_acc": 0.71, "kind": "transfer"},
+    assert accuracy_by_train_size(results, set()) == [
+        {"model": "effnet_lite0", "train_size": 500, "val_acc": 0.67, "test_acc": 0.66, "kind": "transfer"},
+        {"model": "effnet_lite0+1_stages", "train_size": 500, "val_acc": 0.72, "test_acc": 0.71, "kind": "transfer"},
     ]
 
 
@@ -187,7 +220,7 @@ def plugin_data(content: bytes):
 
 
 def test_final_metrics():
-    assert final_metrics({"train_loss": [2.0, 1.0], "test_acc": [0.25, 0.123456789]}) == {
+    assert final_metrics({"train_loss": [2.0, 1.0], "val_acc": [0.25, 0.123456789]}) == {
         "train_loss": 1.0,
-        "test_acc": 0.123457,
+        "val_acc": 0.123457,
     }

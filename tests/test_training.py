@@ -32,11 +32,11 @@ def make_data(seed=0, n=30):
     return TensorDataset(x, (x[:, 0] + 0.3 * x[:, 1] > 0).long())
 
 
-TRAIN, TEST = make_data(0), make_data(1, n=12)
+TRAIN, VAL = make_data(0), make_data(1, n=12)
 
 
-def settings(lr=0.05, optimizer="adam"):
-    return params.TinyVGGParams(hidden_units=8, epochs=4, batch_size=8, optimizer=optimizer, lr=lr, weight_decay=0.0)
+def settings(lr=0.05, optimizer="adam", weight_decay=0.0):
+    return params.TrainingParams(batch_size=8, optimizer=optimizer, lr=lr, weight_decay=weight_decay)
 
 
 def make_model(init_seed=0, width=8):
@@ -48,7 +48,7 @@ def run_fit(directory, epochs=4, init_seed=0, seed=7, train=TRAIN, setting=None,
     model = make_model(init_seed, width)
     run = RecordingRun()
     history = fit(
-        TrainingRun(model, train, TEST, setting or settings(), seed),
+        TrainingRun(model, train, VAL, setting or settings(), seed),
         epochs,
         CPU,
         run,
@@ -83,6 +83,7 @@ def reference(tmp_path):
     """An uninterrupted 4-epoch run, its newest state in tmp_path / "reference"."""
     history, state, run = run_fit(tmp_path / "reference")
     assert run.logged == [1, 2, 3, 4]
+    assert list(history) == ["train_loss", "train_acc", "val_loss", "val_acc"]
     assert all(len(v) == 4 for v in history.values())
     return history, state
 
@@ -197,6 +198,8 @@ def test_fit_with_a_finished_run_trains_nothing(tmp_path, monkeypatch, reference
         dict(seed=8),  # another seed
         dict(setting=settings(lr=0.01)),  # other hyperparameters
         dict(setting=settings(optimizer="sgd")),
+        dict(setting=settings(optimizer="adamw")),
+        dict(setting=settings(weight_decay=0.01)),
         dict(train=make_data(2)),  # other training data
         dict(width=6),  # another model
     ],
@@ -217,6 +220,26 @@ def test_fit_trains_only_the_trainable_parameters(tmp_path):
     model = make_model()
     model[0].requires_grad_(False)
     frozen = copy.deepcopy(model[0].state_dict())
-    fit(TrainingRun(model, TRAIN, TEST, settings(), 7), 2, CPU, RecordingRun(), Checkpoints(tmp_path, False), desc="t")
+    fit(TrainingRun(model, TRAIN, VAL, settings(), 7), 2, CPU, RecordingRun(), Checkpoints(tmp_path, False), desc="t")
     assert_same_state(model[0].state_dict(), frozen)
     assert not torch.equal(model[3].weight, make_model()[3].weight)
+
+
+def test_fit_validates_every_epoch_on_the_validation_set(tmp_path):
+    """The history's val metrics are the model's scores on `val_set` (the final epoch's: the
+    returned model's), never on the train set."""
+    model = make_model()
+    history = fit(
+        TrainingRun(model, TRAIN, VAL, settings(), 7), 3, CPU, RecordingRun(), Checkpoints(tmp_path, False), desc="t"
+    )
+    val_loss, val_acc = engine.eval_step(model, engine.batch_loader(VAL, 8), nn.CrossEntropyLoss(), CPU)
+    assert history["val_loss"][-1] == pytest.approx(val_loss) and history["val_acc"][-1] == pytest.approx(val_acc)
+    train_loss, _ = engine.eval_step(model, engine.batch_loader(TRAIN, 8), nn.CrossEntropyLoss(), CPU)
+    assert train_loss != pytest.approx(val_loss)
+
+
+def test_a_run_on_another_validation_set_is_another_run():
+    """Its fingerprint covers the validation data: another validation set never resumes this
+    run's states (their history's val curves would be another set's)."""
+    other = TrainingRun(make_model(), TRAIN, make_data(3, n=12), settings(), 7)
+    assert other.fingerprint() != TrainingRun(make_model(), TRAIN, VAL, settings(), 7).fingerprint()

@@ -33,7 +33,7 @@ TINYVGG_OUTPUTS = [
     "plots/tinyvgg/accuracy.json",
 ]
 CHECKPOINTS = Path("checkpoints/train_tinyvgg")  # <run fingerprint>/epoch_NNNN.pt, the newest kept
-EPOCHS = 400  # a few seconds of TinyVGG here: wide enough that the kill lands mid-training on a busy machine
+EPOCHS = 400  # ~10 s of TinyVGG on a quiet machine (minutes on a busy one): the kill lands mid-training
 
 
 def long_tinyvgg_params(source: Path) -> dict:

@@ -1,16 +1,18 @@
 """Shared fixtures: tiny ImageFolder trees, a private machine-wide cache, params.yaml as a dict,
-train_transfer on a tiny grid.
+train_transfer on a tiny grid, and one tiny project after one cold `dvc repro` per session
+(`pipeline_project`; tests take copies, `copy_project`).
 
 Plain helpers live in tests/helpers/ (import them from there, never from conftest)."""
 
 import copy
 import os
+from pathlib import Path
 
 import pytest
 import yaml
 
 from helpers.images import make_image_folder
-from helpers.projects import ROOT
+from helpers.projects import ROOT, make_project, pipeline_params, run
 from transferlab import params
 from transferlab.paths import TransferPaths
 
@@ -21,6 +23,29 @@ PARAMS_YAML = ROOT / "params.yaml"
 def _test_machine_cache(tmp_path_factory):
     """No test touches the user's machine-wide cache: the session has its own."""
     os.environ["TRANSFERLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("machine_cache"))
+
+
+@pytest.fixture(scope="session")
+def pipeline_source(tmp_path_factory) -> Path:
+    """The shared project's data: 20 train and 8 test images a class, red, green and blue, 24 px."""
+    return make_image_folder(
+        tmp_path_factory.mktemp("pipeline_data") / "images",
+        classes=("red", "green", "blue"),
+        n_train=20,
+        n_test=8,
+        size=24,
+    )
+
+
+@pytest.fixture(scope="session")
+def pipeline_project(tmp_path_factory, pipeline_source) -> Path:
+    """A tiny project (`pipeline_params`: lite0 at 32 px on a 2 x 2 grid, TinyVGG at 16 px) after one
+    complete, cold `dvc repro`, its machine-wide cache (features, the ONNX export, head states)
+    beside it. Built once per session and never changed: a test that needs a project after a run
+    takes a copy (`helpers.projects.copy_project(pipeline_project, tmp_path / "project")`)."""
+    project = make_project(tmp_path_factory.mktemp("pipeline") / "project", pipeline_params(pipeline_source))
+    run(["dvc", "repro"], project)
+    return project
 
 
 @pytest.fixture

@@ -12,7 +12,16 @@ import torch
 import yaml
 
 from helpers.images import make_image_folder
-from helpers.projects import locked_outputs, make_project, project_env, run, tiny_params
+from helpers.projects import (
+    copy_project,
+    locked_outputs,
+    make_project,
+    pipeline_params,
+    project_env,
+    run,
+    tiny_params,
+    write_params,
+)
 from transferlab.torchfiles import load_torch
 
 pytestmark = pytest.mark.slow
@@ -24,7 +33,7 @@ TINYVGG_OUTPUTS = [
     "plots/tinyvgg/accuracy.json",
 ]
 CHECKPOINTS = Path("checkpoints/train_tinyvgg")  # <run fingerprint>/epoch_NNNN.pt, the newest kept
-EPOCHS = 400  # ~10 s of TinyVGG here: wide enough that the kill lands mid-training on a busy machine
+EPOCHS = 400  # ~10 s of TinyVGG on a quiet machine (minutes on a busy one): the kill lands mid-training
 
 
 def long_tinyvgg_params(source: Path) -> dict:
@@ -41,10 +50,22 @@ def source(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, source) -> Path:
-    """An uninterrupted run of the long params."""
-    project = make_project(tmp_path_factory.mktemp("reference") / "project", long_tinyvgg_params(source))
-    run(["dvc", "repro"], project)
+def long_tinyvgg(tmp_path_factory, pipeline_project) -> Path:
+    """A copy of the session's project (conftest) with TinyVGG's epochs raised to EPOCHS: a params
+    change, so `dvc repro` trains TinyVGG again (and runs the stages after it). Not run: tests copy it."""
+    project = copy_project(pipeline_project, tmp_path_factory.mktemp("long_tinyvgg") / "project")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tinyvgg"]["epochs"] = EPOCHS
+    write_params(project, params)
+    return project
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, long_tinyvgg) -> Path:
+    """An uninterrupted `dvc repro` of `long_tinyvgg`."""
+    project = copy_project(long_tinyvgg, tmp_path_factory.mktemp("reference") / "project")
+    result = run(["dvc", "repro"], project)
+    assert "Running stage 'train_tinyvgg'" in result.stdout and "Running stage 'train_transfer'" not in result.stdout
     return project
 
 
@@ -52,13 +73,12 @@ def without_tensorboard(outputs: dict[str, str]) -> dict[str, str]:
     return {path: md5 for path, md5 in outputs.items() if not path.startswith("runs/")}
 
 
-def test_two_clean_runs_give_identical_outputs(reference, tmp_path):
-    second = make_project(
-        tmp_path / "project",
-        long_tinyvgg_params(Path(yaml.safe_load((reference / "params.yaml").read_text())["data"]["source"])),
-    )
+def test_two_clean_runs_give_identical_outputs(pipeline_project, pipeline_source, tmp_path):
+    """A second cold run, in a fresh copy with a machine-wide cache of its own, against the
+    session's (conftest), cold too: the whole pipeline."""
+    second = make_project(tmp_path / "project", pipeline_params(pipeline_source))
     run(["dvc", "repro", "--force"], second)
-    expected = without_tensorboard(locked_outputs(reference))
+    expected = without_tensorboard(locked_outputs(pipeline_project))
     assert len(expected) >= 12
     assert without_tensorboard(locked_outputs(second)) == expected
 
@@ -88,9 +108,10 @@ def _default_sigint() -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_interrupted_training_leaves_no_partial_output_and_resumes(reference, source, tmp_path, sig):
-    project = make_project(tmp_path / "project", long_tinyvgg_params(source))
-    run(["dvc", "repro", "subset"], project)  # the stages before training, so only training is cut
+def test_interrupted_training_leaves_no_partial_output_and_resumes(long_tinyvgg, reference, tmp_path, sig):
+    """`dvc repro` of a copy of `long_tinyvgg`, killed mid-training: TinyVGG's old outputs are gone,
+    nothing half-written took their place, and the rerun resumes to the reference's outputs."""
+    project = copy_project(long_tinyvgg, tmp_path / "project")
     lock_before = (project / "dvc.lock").read_text()
 
     # As in a terminal: its own process group, and SIGINT at its default even when this test runs in
@@ -121,6 +142,7 @@ def test_interrupted_training_leaves_no_partial_output_and_resumes(reference, so
     assert 0 < epochs_done < EPOCHS, "the kill must land mid-training"
     assert (project / "dvc.lock").read_text() == lock_before
     for path in TINYVGG_OUTPUTS:  # DVC removed the old outputs; nothing half-written took their place
+        assert (long_tinyvgg / path).exists(), path
         assert not (project / path).exists(), path
     assert not list(project.glob("**/.*.tmp")) or sig == signal.SIGKILL
 

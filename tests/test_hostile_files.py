@@ -18,7 +18,7 @@ from torchvision.models._api import Weights, WeightsEnum
 
 from helpers.hostile import UNSAFE_DEFAULT, Payload, hostile_checkpoint
 from helpers.images import make_image_folder
-from helpers.projects import make_project, project_env, run, tiny_params
+from helpers.projects import copy_project, project_env
 from transferlab import backbones, networks
 from transferlab.errors import UserError
 from transferlab.torchfiles import load_torch, save_torch
@@ -105,14 +105,9 @@ def test_a_download_that_does_not_match_its_hash_is_refused_and_not_kept(weights
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A tiny project after one complete `dvc repro`."""
-    folder = make_image_folder(
-        tmp_path_factory.mktemp("data") / "images", classes=("red", "green", "blue"), n_train=20, n_test=8, size=24
-    )
-    path = make_project(tmp_path_factory.mktemp("hostile") / "project", tiny_params(folder))
-    run(["dvc", "repro"], path)
-    return path
+def project(tmp_path_factory, pipeline_project) -> Path:
+    """A copy of the session's tiny project after one complete `dvc repro` (conftest)."""
+    return copy_project(pipeline_project, tmp_path_factory.mktemp("hostile") / "project")
 
 
 def _stage_command(project: Path, stage: str) -> list[str]:

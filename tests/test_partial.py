@@ -13,8 +13,7 @@ from test_transfer import assert_same_experiment
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from helpers.images import make_image_folder
-from helpers.projects import make_project, run, tiny_params
+from helpers.projects import commit_all, copy_project, run
 from transferlab import backbones, engine, evaluation, model_files, networks, params, registry
 from transferlab.checkpoints import Checkpoints
 from transferlab.features import FeatureCache, FeatureCaches
@@ -187,13 +186,13 @@ def test_a_bad_trainable_stages_is_one_clear_line(params_dict, raw, message):
 
 
 @pytest.mark.slow
-def test_dvc_exp_run_compares_depths_in_one_grid_and_predicts_with_the_best(tmp_path):
-    source = make_image_folder(tmp_path / "images", classes=("red", "green", "blue"), n_train=20, n_test=8, size=24)
-    raw = tiny_params(source)
-    raw.update(train_size=12, epochs=2)  # batches of 8 and 4: lite0's last stage at 32 px sees 1 x 1 maps
-    project = make_project(tmp_path / "project", raw)
-    run(["dvc", "repro"], project)
-    run(["dvc", "exp", "run", "-S", "trainable_stages=[0,1]"], project)
+def test_dvc_exp_run_compares_depths_in_one_grid_and_predicts_with_the_best(
+    pipeline_project, pipeline_source, tmp_path
+):
+    project = copy_project(pipeline_project, tmp_path / "project")  # after a complete `dvc repro`
+    commit_all(project, "baseline")
+    # batches of 8 and 4: lite0's last stage at 32 px sees 1 x 1 maps
+    run(["dvc", "exp", "run", "-S", "train_size=12", "-S", "epochs=2", "-S", "trainable_stages=[0,1]"], project)
 
     names = ["12_images-effnet_lite0-2_epochs", "12_images-effnet_lite0+1_stages-2_epochs"]
     assert list(json.loads((project / "metrics/transfer.json").read_text())) == names
@@ -204,6 +203,6 @@ def test_dvc_exp_run_compares_depths_in_one_grid_and_predicts_with_the_best(tmp_
     assert (project / "reports/model_summaries/effnet_lite0+1_stages.txt").is_file()
     diff = run(["dvc", "metrics", "diff", "--json"], project).stdout
     assert "12_images-effnet_lite0+1_stages-2_epochs" in diff
-    image = next((source / "test").rglob("*.png"))
+    image = next((pipeline_source / "test").rglob("*.png"))
     predicted = run(["python", "-m", "transferlab", "predict", str(image)], project).stdout.split()
     assert predicted[0] == str(image) and predicted[1] in ("red", "green", "blue")

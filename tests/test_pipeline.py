@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.images import make_image_folder
-from helpers.projects import commit_all, make_project, run, tiny_params
+from helpers.projects import commit_all, copy_project, run
 from helpers.tensorboard import events
 
 EXPERIMENTS = [
@@ -25,22 +24,9 @@ def scalars(run_dir: Path, tag: str) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_image_folder) -> Path:
-    """A project copy after one complete `dvc repro`."""
-    params = tiny_params(tiny_image_folder)
-    # The heads take 2 steps an epoch here: a larger step than the default lets them learn the
-    # colours in so few (TinyVGG, 8 steps from scratch, does not; it is not held to a level).
-    params["transfer"]["lr"] = 0.05
-    path = make_project(tmp_path_factory.mktemp("e2e") / "project", params)
-    run(["dvc", "repro"], path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_image_folder(tmp_path_factory) -> Path:
-    return make_image_folder(
-        tmp_path_factory.mktemp("data") / "images", classes=("red", "green", "blue"), n_train=20, n_test=8, size=24
-    )
+def project(tmp_path_factory, pipeline_project) -> Path:
+    """A copy of the session's project after its one complete `dvc repro` (conftest)."""
+    return copy_project(pipeline_project, tmp_path_factory.mktemp("e2e") / "project")
 
 
 def test_repro_writes_every_output(project):

@@ -54,6 +54,15 @@ def tiny_params(source: Path) -> dict:
     return params
 
 
+def pipeline_params(source: Path) -> dict:
+    """`tiny_params` as the session's shared project (`pipeline_project` in conftest) runs them: the
+    heads take 2 steps an epoch there, so a larger step than the default lets them learn the colours
+    (TinyVGG, 8 steps from scratch, does not; it is not held to a level)."""
+    params = tiny_params(source)
+    params["transfer"]["lr"] = 0.05
+    return params
+
+
 def write_params(project: Path, params: dict) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -71,6 +80,16 @@ def make_project(dest: Path, params: dict) -> Path:
     write_params(dest, params)
     run(["git", "init", "-q"], dest)
     commit_all(dest, "init")
+    return dest
+
+
+def copy_project(source: Path, dest: Path) -> Path:
+    """A copy of project `source` at `dest` (its git repository, DVC cache and outputs) with a copy of
+    its machine-wide cache beside it: the state `source`'s machine reached, at the cost of a file
+    copy instead of a `dvc repro`. `dest`'s parent must hold nothing else."""
+    shutil.copytree(source, dest, symlinks=True)
+    if machine_cache(source).is_dir():
+        shutil.copytree(machine_cache(source), machine_cache(dest), symlinks=True)
     return dest
 
 

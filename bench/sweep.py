@@ -21,6 +21,8 @@ from pathlib import Path
 if not __package__:  # run as `python bench/sweep.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import yaml
+
 from bench import harness
 from bench.report import Table, Target, targets
 
@@ -71,9 +73,17 @@ def experiments(project: harness.Project) -> dict[str, dict[str, float]]:
             for revision in experiment["revs"]:
                 if revision.get("error"):
                     raise SystemExit(f"experiment {experiment['name']} failed; see {project.log}")
-                metrics = json.loads(project.output(["git", "show", f"{revision['rev']}:reports/transfer.json"]))
+                metrics = json.loads(cached_output(project, revision["rev"], "reports/transfer.json"))
                 results[experiment["name"]] = {name: m["val_acc"] for name, m in metrics.items()}
     return results
+
+
+def cached_output(project: harness.Project, rev: str, path: str) -> str:
+    """A DVC-cached output of commit `rev` (found by its md5 in that commit's dvc.lock), read from
+    the project's DVC cache, which every queued workspace shares."""
+    lock = yaml.safe_load(project.output(["git", "show", f"{rev}:dvc.lock"]))
+    (md5,) = {out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", []) if out["path"] == path}
+    return (project.path / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).read_text()
 
 
 def run(project: harness.Project, args) -> dict:

@@ -165,13 +165,13 @@ def _set_params(project: Path, **changes) -> None:
 @pytest.mark.slow
 def test_train_tinyvgg_on_two_processes_matches_one(project):
     one_process = load_torch(project / "models/tinyvgg.pt")["state_dict"]
-    one_metrics = json.loads((project / "metrics/tinyvgg.json").read_text())
+    one_metrics = json.loads((project / "reports/tinyvgg.json").read_text())
     _set_params(project, processes=2)
     result = run(["dvc", "repro", "train_tinyvgg"], project)
     assert "Running stage 'train_tinyvgg'" in result.stdout and "Running stage 'subset'" not in result.stdout
     for key, weights in load_torch(project / "models/tinyvgg.pt")["state_dict"].items():
         torch.testing.assert_close(weights, one_process[key], atol=1e-5, rtol=0)
-    metrics = json.loads((project / "metrics/tinyvgg.json").read_text())
+    metrics = json.loads((project / "reports/tinyvgg.json").read_text())
     assert metrics == pytest.approx(one_metrics, abs=1e-5)
     assert [event.step for event in events(project / "runs/tinyvgg").Scalars("Loss/test")] == [1, 2]
 
@@ -220,7 +220,7 @@ def test_a_killed_worker_or_ctrl_c_is_one_line_and_leaves_no_output(project, kil
     assert re.search(expected, output), output
     assert "Traceback" not in output, output
     assert (project / "dvc.lock").read_text() == lock_before
-    assert not (project / "models/tinyvgg.pt").exists() and not (project / "metrics/tinyvgg.json").exists()
+    assert not (project / "models/tinyvgg.pt").exists() and not (project / "reports/tinyvgg.json").exists()
     _set_params(project, processes=2, **{"tinyvgg.epochs": 2})
     run(["dvc", "repro", "train_tinyvgg"], project)  # back to the finished two-process run
 
@@ -230,7 +230,7 @@ def test_a_killed_worker_or_ctrl_c_is_one_line_and_leaves_no_output(project, kil
 def test_fine_tuning_on_two_processes_writes_every_output_once(project, train_sizes):
     _set_params(project, processes=2, train_size=train_sizes, **{"transfer.freeze": False})
     result = run(["dvc", "repro", "train_transfer"], project)
-    metrics = json.loads((project / "metrics/transfer.json").read_text())
+    metrics = json.loads((project / "reports/transfer.json").read_text())
     fine_tuned = [f"{n}_images-effnet_lite0-lr_0.001-wd_0-seed_42-{e}_epochs" for n in train_sizes for e in (1, 2)]
     assert sorted(metrics) == sorted(fine_tuned)
     for name in fine_tuned:
@@ -239,6 +239,6 @@ def test_fine_tuning_on_two_processes_writes_every_output_once(project, train_si
         epochs = int(name.split("-")[-1].split("_")[0])
         run_dir = project / "runs/transfer" / name.replace("-", "/")
         assert [event.step for event in events(run_dir).Scalars("Loss/train")] == list(range(1, epochs + 1))
-        assert 0 <= metrics[name]["test_acc"] <= 1
+        assert 0 <= metrics[name]["val_acc"] <= 1
     assert result.stderr.count("resuming after epoch 1/2") == len(train_sizes), "2 epochs continue the 1-epoch runs"
     assert not (project / "checkpoints/train_transfer").exists()

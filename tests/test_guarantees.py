@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 TINYVGG_OUTPUTS = [
     "models/tinyvgg.pt",
-    "metrics/tinyvgg.json",
+    "reports/tinyvgg.json",
     "plots/tinyvgg/loss.json",
     "plots/tinyvgg/accuracy.json",
 ]
@@ -152,6 +152,6 @@ def test_interrupted_training_leaves_no_partial_output_and_resumes(long_tinyvgg,
     assert not list(project.glob("**/.*.tmp"))
     expected = without_tensorboard(locked_outputs(reference))
     assert without_tensorboard(locked_outputs(project)) == expected
-    assert json.loads((project / "metrics/tinyvgg.json").read_text()) == json.loads(
-        (reference / "metrics/tinyvgg.json").read_text()
+    assert json.loads((project / "reports/tinyvgg.json").read_text()) == json.loads(
+        (reference / "reports/tinyvgg.json").read_text()
     )

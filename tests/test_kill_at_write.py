@@ -55,7 +55,7 @@ KINDS = {
     "model file": r"^project:models/",
     "model summaries": r"^project:reports/(\.model_summaries\.[^/]+\.tmp/[^/]+|model_summaries)$",
     "leaderboard": r"^project:reports/leaderboard\.md$",
-    "metrics": r"^project:metrics/[^/]+\.json$",
+    "metrics": r"^project:(metrics|reports)/[^/]+\.(json|pt)$",
     "plots": r"^project:(plots/.+|reports/predictions\.png)$",
 }
 

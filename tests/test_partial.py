@@ -96,7 +96,7 @@ def test_a_tail_trained_on_cached_activations_equals_the_tail_trained_through_th
 def test_zero_trainable_stages_is_the_frozen_path_byte_for_byte(grid_run):
     alone = grid_run(epochs=1, cache="alone")
     with_partial = grid_run(epochs=1, trainable_stages=[0, 1], cache="both")
-    name = "6_images-effnet_lite0-1_epochs"
+    name = "6_images-effnet_lite0-lr_0.001-wd_0-seed_42-1_epochs"
     assert_same_experiment(name, *alone, *with_partial)
     for _, out in (alone, with_partial):
         assert (out / "models" / f"{name}.pt").read_bytes() == (alone[1] / "models" / f"{name}.pt").read_bytes()
@@ -104,21 +104,21 @@ def test_zero_trainable_stages_is_the_frozen_path_byte_for_byte(grid_run):
     model_file = load_torch(alone[1] / "models" / f"{name}.pt")
     assert set(model_file["state_dict"]) == {"1.weight", "1.bias"}  # the head alone, as it always was
     assert "trainable_stages" not in model_file["config"]
-    assert list(with_partial[0]) == [name, "6_images-effnet_lite0+1_stages-1_epochs"]
+    assert list(with_partial[0]) == [name, "6_images-effnet_lite0+1_stages-lr_0.001-wd_0-seed_42-1_epochs"]
 
 
 def test_partial_grid_caches_activations_once_and_continues_runs_from_kept_states(grid_run, tmp_path, monkeypatch):
     steps = counting_steps(monkeypatch)
     results, out = grid_run(epochs=[1, 2], trainable_stages=1)
     assert len(steps) == 2  # the 2-epoch run continues the 1-epoch one
-    name = "6_images-effnet_lite0+1_stages-2_epochs"
-    assert list(results) == ["6_images-effnet_lite0+1_stages-1_epochs", name]
-    assert (out / "runs/6_images/effnet_lite0+1_stages/2_epochs").is_dir()
+    name = "6_images-effnet_lite0+1_stages-lr_0.001-wd_0-seed_42-2_epochs"
+    assert list(results) == ["6_images-effnet_lite0+1_stages-lr_0.001-wd_0-seed_42-1_epochs", name]
+    assert (out / "runs/6_images/effnet_lite0+1_stages/lr_0.001-wd_0-seed_42/2_epochs").is_dir()
     summary = (out / "summaries/effnet_lite0+1_stages.txt").read_text()
     assert "frozen features but the last 1 stages and the conv head" in summary
     boundary = tmp_path / "features/features/effnet_lite0_32px/before_last_1_stages"
     (shard,) = boundary.glob("*/*.pt")
-    assert load_torch(shard)["features"].shape == (12, 192, 1, 1)  # 6 train + 6 test images
+    assert load_torch(shard)["features"].shape == (9, 192, 1, 1)  # 6 train + 3 validation images
     assert list(saved_epochs(tmp_path / "features/tails").values()) == [[1, 2]]
     lite0 = registry.info("effnet_lite0")
     assert results[name]["total_params"] == lite0.params + lite0.num_features * 3 + 3
@@ -128,7 +128,7 @@ def test_partial_grid_caches_activations_once_and_continues_runs_from_kept_state
     assert len(steps) == 2 + 1  # epoch 2 is kept; 3 continues it
     assert list(boundary.glob("*/*.pt")) == [shard]  # no image went through the backbone again
     fresh = grid_run(epochs=3, trainable_stages=1, cache="fresh")
-    assert_same_experiment("6_images-effnet_lite0+1_stages-3_epochs", again, again_out, *fresh)
+    assert_same_experiment("6_images-effnet_lite0+1_stages-lr_0.001-wd_0-seed_42-3_epochs", again, again_out, *fresh)
 
 
 def test_a_partly_fine_tuned_model_scores_from_activations_and_runs_on_raw_images(grid_run, tmp_path):
@@ -136,7 +136,7 @@ def test_a_partly_fine_tuned_model_scores_from_activations_and_runs_on_raw_image
     from transferlab.selection import exported
 
     _, out = grid_run(epochs=1, trainable_stages=2)
-    model_file = load_torch(out / "models/6_images-effnet_lite0+2_stages-1_epochs.pt")
+    model_file = load_torch(out / "models/6_images-effnet_lite0+2_stages-lr_0.001-wd_0-seed_42-1_epochs.pt")
     assert model_file["config"]["trainable_stages"] == 2
     assert {key.split(".")[0] for key in model_file["state_dict"]} == {"tail", "head"}
     model = model_files.from_model_file(model_file)
@@ -194,15 +194,15 @@ def test_dvc_exp_run_compares_depths_in_one_grid_and_predicts_with_the_best(
     # batches of 8 and 4: lite0's last stage at 32 px sees 1 x 1 maps
     run(["dvc", "exp", "run", "-S", "train_size=12", "-S", "epochs=2", "-S", "trainable_stages=[0,1]"], project)
 
-    names = ["12_images-effnet_lite0-2_epochs", "12_images-effnet_lite0+1_stages-2_epochs"]
-    assert list(json.loads((project / "metrics/transfer.json").read_text())) == names
-    evaluation = json.loads((project / "metrics/evaluation.json").read_text())
+    names = [f"12_images-effnet_lite0{depth}-lr_0.05-wd_0-seed_42-2_epochs" for depth in ("", "+1_stages")]
+    assert list(json.loads((project / "reports/transfer.json").read_text())) == names
+    evaluation = json.loads((project / "reports/evaluation.json").read_text())
     assert set(evaluation) == {"tinyvgg", *names}
     leaderboard = (project / "reports/leaderboard.md").read_text()
     assert all(f"| {name} |" in leaderboard for name in names)
     assert (project / "reports/model_summaries/effnet_lite0+1_stages.txt").is_file()
-    diff = run(["dvc", "metrics", "diff", "--json"], project).stdout
-    assert "12_images-effnet_lite0+1_stages-2_epochs" in diff
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout)
+    assert diff["diff"]["metrics/best.json"]["name"]["new"] in names  # the headline names the winner
     image = next((pipeline_source / "test").rglob("*.png"))
     predicted = run(["python", "-m", "transferlab", "predict", str(image)], project).stdout.split()
     assert predicted[0] == str(image) and predicted[1] in ("red", "green", "blue")

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 BUCKET = "transferlab"
 SUBSETS = ("data/subsets/tinyvgg_train.json", "data/subsets/transfer_train.json", "data/subsets/test.json")
-PUSHED_OUTPUTS = ("models/best.pt", "models/tinyvgg.pt", "metrics/evaluation.json", "reports/leaderboard.md")
+PUSHED_OUTPUTS = ("models/best.pt", "models/tinyvgg.pt", "reports/evaluation.json", "reports/leaderboard.md")
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -159,8 +159,13 @@ def test_a_teammate_sees_the_pushed_experiment_with_its_metrics(team):
     assert set(experiments) == {"two-epochs"}
     data = experiments["two-epochs"]
     assert {key: data["params"]["params.yaml"]["data"][key] for key in EXPERIMENT} == EXPERIMENT
-    transfer = data["metrics"]["metrics/transfer.json"]["data"]
-    assert list(transfer) == ["9_images-effnet_lite0-2_epochs"]
+    assert list(data["metrics"]) == ["metrics/best.json"]  # the headline: a handful of columns
+    best = data["metrics"]["metrics/best.json"]["data"]
+    assert best["models"] == 2 and 0 <= best["test_acc_low"] <= best["test_acc"] <= best["test_acc_high"] <= 1
+    run(["dvc", "exp", "apply", "two-epochs"], b)
+    run(["dvc", "pull", "reports/transfer.json"], b)  # the per-experiment detail, from the remote
+    transfer = json.loads((b / "reports/transfer.json").read_text())
+    assert list(transfer) == ["9_images-effnet_lite0-lr_0.001-wd_0-seed_42-2_epochs"]
 
 
 def test_the_best_model_is_an_artifact_anyone_can_get(team, tmp_path):

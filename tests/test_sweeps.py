@@ -15,7 +15,7 @@ from transferlab.features import FeatureCache
 
 pytestmark = pytest.mark.slow
 
-TEST_SIZE = 12
+VAL_SIZE, TEST_SIZE = 9, 12
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def baseline(tmp_path_factory) -> Path:
     )
     params = tiny_params(source)
     params.update(train_size=6, epochs=1)
-    params["subset"]["test_size"] = TEST_SIZE
+    params["subset"].update(val_size=VAL_SIZE, test_size=TEST_SIZE)
     project = make_project(tmp_path_factory.mktemp("sweep") / "project", params)
     run(["dvc", "repro"], project)
     commit_all(project, "baseline")
@@ -80,14 +80,14 @@ def test_a_damaged_cache_is_one_line_and_the_same_result(baseline, damage, tmp_p
         damaged.write_bytes(b"garbage" * 100)
     else:
         hostile_checkpoint(damaged, marker)
-    before = (baseline / "metrics/transfer.json").read_text()
+    before = (baseline / "reports/transfer.json").read_text()
     result = run(["dvc", "repro", "--force", "--single-item", "train_transfer"], baseline, env_extra=UNSAFE_DEFAULT)
     output = result.stdout + result.stderr
     assert "Traceback" not in output
     assert not marker.exists()
     [notice] = [line for line in output.splitlines() if line.startswith("warning: cache entry")]
     assert str(damaged) in notice and notice.endswith("removed, it will be recomputed")
-    assert (baseline / "metrics/transfer.json").read_text() == before
+    assert (baseline / "reports/transfer.json").read_text() == before
 
 
 def test_queued_experiments_run_in_parallel_on_one_cache(baseline):
@@ -111,15 +111,15 @@ def test_queued_experiments_run_in_parallel_on_one_cache(baseline):
 
     shown = experiments_shown(baseline)
     assert sorted(e["params"]["train_size"] for e in shown.values()) == [9, 15]
-    for experiment in shown.values():  # each with its own metrics, and the flat headline to sort by
-        size = experiment["params"]["train_size"]
-        assert list(experiment["metrics"]["metrics/transfer.json"]) == [f"{size}_images-effnet_lite0-1_epochs"]
+    for experiment in shown.values():  # each with its flat headline to sort by, and nothing else
+        assert list(experiment["metrics"]) == ["metrics/best.json"]
         best = experiment["metrics"]["metrics/best.json"]
-        assert 0 <= best["test_acc"] <= 1 and 0 <= best["tinyvgg_test_acc"] <= 1
+        assert best["models"] == 2 and 0 <= best["test_acc"] <= 1 and 0 <= best["tinyvgg_test_acc"] <= 1
 
-    # Both needed the test subset and the 9 images both subsets share: each is stored once.
+    # Both needed the validation and test subsets and the 9 images both train subsets share: each
+    # is stored once.
     stats = lite0_cache(Path(env["TRANSFERLAB_CACHE_DIR"])).stats()
-    assert stats["images"] == stats["entries"] == 15 + TEST_SIZE
+    assert stats["images"] == stats["entries"] == 15 + VAL_SIZE + TEST_SIZE
 
     # Later experiments that need only images seen before compute nothing, in a temporary
     # workspace as in the main one.

@@ -46,7 +46,7 @@ def tiny_params(source: Path) -> dict:
     """Small, fast params: lite0 at 32 px, a 2 x 2 grid, TinyVGG at 16 px."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"] = {"source": str(source), "image_size": 16}
-    params["subset"] = {"tinyvgg_train_size": 30, "test_size": 12}
+    params["subset"] = {"tinyvgg_train_size": 30, "val_size": 9, "test_size": 12}
     params["tinyvgg"].update(epochs=2, hidden_units=4, batch_size=8)
     params.update(model="effnet_lite0", train_size=[9, 15], epochs=[1, 2])
     params["transfer"].update(image_size=32, batch_size=8)
@@ -59,7 +59,7 @@ def pipeline_params(source: Path) -> dict:
     heads take 2 steps an epoch there, so a larger step than the default lets them learn the colours
     (TinyVGG, 8 steps from scratch, does not; it is not held to a level)."""
     params = tiny_params(source)
-    params["transfer"]["lr"] = 0.05
+    params["lr"] = 0.05
     return params
 
 

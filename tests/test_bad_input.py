@@ -231,7 +231,7 @@ def project(tmp_path_factory) -> Path:
     source = make_image_folder(tmp_path_factory.mktemp("data") / "images", n_train=4, n_test=4, size=8)
     path = make_project(tmp_path_factory.mktemp("bad") / "project", tiny_params(source))
     params = tiny_params(source)
-    params["subset"] = {"tinyvgg_train_size": 6, "test_size": 6}
+    params["subset"] = {"tinyvgg_train_size": 6, "val_size": 3, "test_size": 6}
     params["train_size"] = [3]
     write_params(path, params)
     run(["dvc", "repro", "subset"], path)

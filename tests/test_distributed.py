@@ -19,7 +19,7 @@ import yaml
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from helpers.projects import copy_project, project_env, run, write_params
+from helpers.projects import copy_project, experiment_run, project_env, run, write_params
 from helpers.tensorboard import events
 from transferlab import backbones, distributed, networks
 from transferlab.checkpoints import Checkpoints
@@ -173,7 +173,7 @@ def test_train_tinyvgg_on_two_processes_matches_one(project):
         torch.testing.assert_close(weights, one_process[key], atol=1e-5, rtol=0)
     metrics = json.loads((project / "reports/tinyvgg.json").read_text())
     assert metrics == pytest.approx(one_metrics, abs=1e-5)
-    assert [event.step for event in events(project / "runs/tinyvgg").Scalars("Loss/test")] == [1, 2]
+    assert [event.step for event in events(project / "runs/tinyvgg").Scalars("Loss/val")] == [1, 2]
 
 
 def _start_repro(project: Path, stage: str) -> subprocess.Popen:
@@ -231,13 +231,13 @@ def test_fine_tuning_on_two_processes_writes_every_output_once(project, train_si
     _set_params(project, processes=2, train_size=train_sizes, **{"transfer.freeze": False})
     result = run(["dvc", "repro", "train_transfer"], project)
     metrics = json.loads((project / "reports/transfer.json").read_text())
-    fine_tuned = [f"{n}_images-effnet_lite0-lr_0.001-wd_0-seed_42-{e}_epochs" for n in train_sizes for e in (1, 2)]
+    fine_tuned = [f"{n}_images-effnet_lite0-lr_0.05-wd_0-seed_42-{e}_epochs" for n in train_sizes for e in (1, 2)]
     assert sorted(metrics) == sorted(fine_tuned)
     for name in fine_tuned:
         model_file = load_torch(project / f"models/transfer/{name}.pt")
         assert model_file["config"]["frozen"] is False
         epochs = int(name.split("-")[-1].split("_")[0])
-        run_dir = project / "runs/transfer" / name.replace("-", "/")
+        run_dir = project / "runs/transfer" / experiment_run(name)
         assert [event.step for event in events(run_dir).Scalars("Loss/train")] == list(range(1, epochs + 1))
         assert 0 <= metrics[name]["val_acc"] <= 1
     assert result.stderr.count("resuming after epoch 1/2") == len(train_sizes), "2 epochs continue the 1-epoch runs"

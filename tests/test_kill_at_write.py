@@ -52,6 +52,7 @@ KINDS = {
     "activation shard": r"^cache:features/[^/]+/before_last_\d+_stages/(onnxruntime|torch)-[^/]+/[^/]+\.pt$",
     "onnx export": r"^cache:features/[^/]+/derived/onnx_[^/]+\.pt$",
     "derived artefact": r"^cache:features/[^/]+/derived/(?!onnx_)[^/]+\.pt$",
+    "projector": r"^cache:projector/[^/]+\.pt$",
     "model file": r"^project:models/",
     "model summaries": r"^project:reports/(\.model_summaries\.[^/]+\.tmp/[^/]+|model_summaries)$",
     "leaderboard": r"^project:reports/leaderboard\.md$",
@@ -88,6 +89,7 @@ DEFAULT_CHAINS = [
         "train_transfer",
         [("onnx export", SIGINT_AFTER), ("activation shard", SIGKILL_BEFORE), ("tail state", SIGINT_AFTER)],
     ),
+    ("frozen", "evaluate", [("projector", SIGINT_AFTER)]),
     ("frozen", "select_best", [("leaderboard", SIGKILL_BEFORE)]),
 ]
 
@@ -97,6 +99,7 @@ FULL_CASES = [
     ("frozen", "train_tinyvgg"),
     ("frozen", "train_transfer"),
     ("fine_tuned", "train_transfer"),
+    ("frozen", "evaluate"),
     ("fine_tuned", "evaluate"),
     ("partial", "train_transfer"),
     ("frozen", "select_best"),
@@ -292,9 +295,10 @@ class Stage:
 
 
 def stage_cache(project: Path, stage: str, tmp_path: Path) -> Path:
-    """The training stages start from an empty cache, so their cache writes are killed too; the
-    others use the project's (they write none)."""
-    return tmp_path / "kill_cache" if stage.startswith("train_") else machine_cache(project)
+    """The training stages and evaluate start from an empty cache, so their cache writes (evaluate's:
+    features of the test images, the projector) are killed too; the others use the project's (they
+    write none)."""
+    return tmp_path / "kill_cache" if stage.startswith("train_") or stage == "evaluate" else machine_cache(project)
 
 
 def test_every_kind_of_write_is_killed_by_default_and_every_write_has_a_kind(frozen, partial):
@@ -340,10 +344,10 @@ def test_a_kill_at_any_write_leaves_no_partial_output_and_the_rerun_matches(requ
 
 def test_a_planted_stale_temporary_is_swept(frozen):
     project = frozen
-    planted = [project / "metrics" / ".evaluation.json.planted.tmp", project / "plots" / ".confusion.planted.tmp"]
+    planted = [project / "reports" / ".leaderboard.md.planted.tmp", project / "plots" / ".confusion.planted.tmp"]
     planted[0].write_text("left by a killed process")
     planted[1].mkdir()
     (planted[1] / "tinyvgg.json").write_text("{")
-    _dvc(project, ["repro", "--force", "--single-item", "evaluate"], check=True)
+    _dvc(project, ["repro", "--force", "--single-item", "select_best"], check=True)
     assert not any(path.exists() for path in planted)
     assert os.listdir(project / "plots" / "confusion")

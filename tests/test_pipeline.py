@@ -6,19 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers.projects import commit_all, copy_project, run
+from helpers.projects import commit_all, copy_project, experiment_run, run
 from helpers.tensorboard import events
 
 AXES = "lr_0.05-wd_0-seed_42"  # pipeline_params: one learning rate, weight decay and seed
 EXPERIMENTS = [f"{size}_images-effnet_lite0-{AXES}-{epochs}_epochs" for size in (9, 15) for epochs in (1, 2)]
 
 pytestmark = pytest.mark.slow
-
-
-def run_path(name: str) -> str:
-    """An experiment's TensorBoard run: 9_images/effnet_lite0/lr_0.05-wd_0-seed_42/1_epochs."""
-    size, model, *axes, epochs = name.split("-")
-    return f"{size}/{model}/{'-'.join(axes)}/{epochs}"
 
 
 def scalars(run_dir: Path, tag: str) -> list[float]:
@@ -98,7 +92,7 @@ def test_tensorboard_runs_hold_scalars_per_epoch(project):
     assert len(scalars(project / "runs/tinyvgg", "Loss/train")) == 2
     assert len(scalars(project / "runs/tinyvgg", "Accuracy/val")) == 2
     for name in EXPERIMENTS:
-        run_dir = project / "runs/transfer" / run_path(name)
+        run_dir = project / "runs/transfer" / experiment_run(name)
         epochs = int(name.split("-")[-1].split("_")[0])
         assert len(scalars(run_dir, "Loss/val")) == epochs
         assert len(scalars(run_dir, "Accuracy/train")) == epochs
@@ -162,7 +156,7 @@ def test_dvc_plots_show_draws_each_chart_once(project):
 def test_tensorboard_one_run_per_model_and_the_evaluation(project):
     runs = project / "runs"
     run_dirs = sorted(str(path.parent.relative_to(runs)) for path in runs.glob("**/events.out.tfevents.*"))
-    experiments = ["transfer/" + run_path(name) for name in EXPERIMENTS]
+    experiments = ["transfer/" + experiment_run(name) for name in EXPERIMENTS]
     sessions = [f"evaluation/hparams/{name}" for name in [*EXPERIMENTS, "tinyvgg"]]
     graphs = ["transfer/graphs/effnet_lite0"]
     assert run_dirs == sorted(["best", "evaluation", "tinyvgg", *experiments, *sessions, *graphs]), "no sub-runs"
@@ -227,4 +221,4 @@ def test_exp_run_and_metrics_diff(project):
     assert "Running stage 'train_transfer'" not in restored.stdout, restored.stdout
     assert "Stage 'train_transfer' is cached" in restored.stdout
     for name in EXPERIMENTS:
-        assert list((project / "runs/transfer" / run_path(name)).glob("events.out.tfevents.*"))
+        assert list((project / "runs/transfer" / experiment_run(name)).glob("events.out.tfevents.*"))

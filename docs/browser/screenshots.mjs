@@ -94,7 +94,7 @@ async function dvcPlots(browser) {
   for (const [id, name] of Object.entries(wanted)) await shootElement(page, `[id="${id}"]`, name);
   const best = JSON.parse(readFileSync(path.join(project, "metrics/best.json"), "utf8")).name;
   // DVC's element ids: the plot's path with these characters replaced by "_" (dvc_render)
-  const id = `plots/confusion/${best}.json`.replace(/[!@#$%^&*()[\]{};,<>?\\/:.|`~=_+ ]/g, "_");
+  const id = "plots/confusion/winner.json".replace(/[!@#$%^&*()[\]{};,<>?\\/:.|`~=_+ ]/g, "_");
   await shootElement(page, `[id="${id}"]`, "dvc_confusion_best");
   await page.close();
 }
@@ -129,7 +129,9 @@ async function tensorBoard(browser) {
   await open("timeseries", 6000); // the run list: one entry per model
   await shootPage(page, "tensorboard_runs_and_scalars");
   await open("custom_scalars", 6000); // train and test in one chart, for TinyVGG and the best model
-  const bestRun = `transfer/${best.replaceAll("-", "/")}`; // its run directory (Experiment.run_name)
+  // its run directory (Experiment.run_name): <size>_images/<model>/lr_..-wd_..-seed_../<n>_epochs
+  const [, size, model, axes, epochs] = best.match(/^(\d+_images)-(.+?)-(lr_.+-wd_.+-seed_\d+)-(\d+_epochs)$/) ?? [];
+  const bestRun = best === "tinyvgg" ? "tinyvgg" : `transfer/${size}/${model}/${axes}/${epochs}`;
   await typeInto(page, "Write a regex to filter runs", `^(tinyvgg|${escapeRegex(bestRun)})$`);
   await shootPage(page, "tensorboard_custom_scalars");
   await page.setViewport({ width: 1800, height: 800 }); // every column of the HParams table

@@ -102,3 +102,10 @@ def locked_outputs(project: Path) -> dict[str, str]:
     """path -> md5 of every stage output recorded in dvc.lock."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+
+
+def experiment_run(name: str) -> str:
+    """An experiment's TensorBoard run under runs/transfer, from its name:
+    9_images-effnet_lite0-lr_0.05-wd_0-seed_42-1_epochs -> 9_images/effnet_lite0/lr_0.05-wd_0-seed_42/1_epochs."""
+    size, model, *axes, epochs = name.split("-")
+    return f"{size}/{model}/{'-'.join(axes)}/{epochs}"

@@ -39,9 +39,12 @@ class Model:
 
     def model_file(self, hparams: dict) -> dict:
         """What is saved of this model: its weights and what rebuilds them, and its `hparams`."""
-        state_dict = self.saved.cpu().state_dict()
-        return {"kind": self.file_kind, "classes": self.classes, "config": self.config, "state_dict": state_dict} | {
-            "hparams": hparams
+        return {
+            "kind": self.file_kind,
+            "classes": self.classes,
+            "config": self.config,
+            "state_dict": self.saved.cpu().state_dict(),
+            "hparams": hparams,
         }
 
     def parameter_counts(self) -> dict[str, int]:

@@ -28,10 +28,9 @@ from transferlab.errors import UserError
 
 ONNX_RUNTIME, TORCH = "onnxruntime", "torch"
 FALLBACK = "set transfer.runtime: torch in params.yaml to use PyTorch instead"
-# The exported model's batch size, fixed: with a dynamic batch the export takes twice as long
-# (torch.export then reasons about symbolic shapes: lite0 6.0 s against 2.4-3.0 s), and ONNX Runtime
-# computes the same features as fast (BENCHMARKS.md). Other batch sizes are run in batches of this
-# many, the last one padded.
+# The exported model's batch size, fixed: with a dynamic batch the export is slower (torch.export
+# then reasons about symbolic shapes), and ONNX Runtime computes the same features as fast
+# (BENCHMARKS.md). Other batch sizes are run in batches of this many, the last one padded.
 EXPORT_BATCH = 32
 
 

@@ -8,7 +8,7 @@ Runtime it is exported once (`export_onnx`, the torch.export-based exporter) for
 (`features.FeatureCache`).
 
 `transfer.runtime` chooses: `auto` (the default) is ONNX Runtime when the device is the CPU, where
-it computes the same features (within 1e-4) 2-3x faster than PyTorch eager (BENCHMARKS.md), and
+it computes the same features (within 1e-4) faster than PyTorch eager (BENCHMARKS.md), and
 PyTorch on CUDA; `onnxruntime` and `torch` force one. Only frozen backbones' features use this:
 fine-tuning always trains in PyTorch. Features are cached per runtime and version (`tag`), so two
 runtimes' features are never mixed.

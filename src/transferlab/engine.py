@@ -13,6 +13,8 @@ from tqdm.auto import tqdm
 from transferlab.distributed import ONE_PROCESS, Group
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
+# batches when scoring trained models (no gradients kept: larger than training's)
+SCORING_BATCH = 64
 
 
 def seed_everything(seed: int, device: torch.device) -> None:

@@ -32,7 +32,6 @@ from transferlab.torchfiles import save_torch
 from transferlab.tracking import HPARAM_METRICS, TensorBoardRun, accuracy_by_train_size
 from transferlab.transfer_kinds import FrozenHead
 
-BATCH_SIZE = 64
 PROJECTOR_CONFIG = "projector_config.pbtxt"
 
 
@@ -45,7 +44,9 @@ def logits_on(model: Model, images: np.ndarray, caches: FeatureCaches, device: t
     """The model's logits for N x H x W x 3 uint8 images (from cached features, or cached
     activations of its frozen part, when its backbone is frozen)."""
     inputs = model.inputs(images, caches, device)
-    loader = engine.batch_loader(TensorDataset(inputs, torch.zeros(len(inputs), dtype=torch.long)), BATCH_SIZE)
+    loader = engine.batch_loader(
+        TensorDataset(inputs, torch.zeros(len(inputs), dtype=torch.long)), engine.SCORING_BATCH
+    )
     return engine.predict(model.scorer.to(device), loader, device)[0]
 
 
@@ -121,8 +122,9 @@ def log_tensorboard(
         session.close()
     board.log_hparams_config([result["hparams"] for result in results.values()])
     board.close()
+    names = [classes[i] for i in test.labels.tolist()]
     for tag, features in projector_embeddings(models, test.images, caches, device):
-        log_cached_embedding(runs_dir, tag, features, [classes[i] for i in test.labels.tolist()], test.images)
+        log_cached_embedding(runs_dir, Path(caches.cache_dir or cache.root()), tag, features, names, test.images)
 
 
 def projector_embeddings(
@@ -140,23 +142,22 @@ def projector_embeddings(
             features = model.feature_cache(caches)
             tag = f"{features.name}_{registry.input_size(features.name, features.image_size)}px"
             if tag not in embeddings:
-                embeddings[tag] = features.get(images, BATCH_SIZE, device)
+                embeddings[tag] = features.get(images, engine.SCORING_BATCH, device)
     return list(embeddings.items())
 
 
 def log_cached_embedding(
-    runs_dir: Path, tag: str, features: torch.Tensor, names: list[str], images: np.ndarray
+    runs_dir: Path, cache_root: Path, tag: str, features: torch.Tensor, names: list[str], images: np.ndarray
 ) -> None:
     """Points for the projector in `runs_dir` (`TensorBoardRun.log_embedding`: labelled by class,
     each shown as its image). Its files are made once per content, in the machine-wide cache, and
     copied: writing them (the features as text, the sprite) is most of what evaluate would
-    otherwise redo on every run."""
+    otherwise redo on every run (`cache_root`: the machine-wide cache)."""
     digest = hashlib.sha1(features.numpy().tobytes())
     for part in (tag, *names, images.tobytes()):
         digest.update(part.encode() if isinstance(part, str) else part)
-    entry = cache.root() / "projector" / f"{digest.hexdigest()}.pt"
-    is_files = lambda content: isinstance(content, dict) and all(isinstance(v, bytes) for v in content.values())  # noqa: E731
-    if (files := cache.read(entry, is_files)) is None:
+    entry = cache_root / "projector" / f"{digest.hexdigest()}.pt"
+    if (files := cache.read(entry, _is_files)) is None:
         files = embedding_files(tag, features, names, images)
         save_torch(entry, files)
     for relative, content in files.items():
@@ -164,6 +165,11 @@ def log_cached_embedding(
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("ab" if relative == PROJECTOR_CONFIG else "wb") as file:  # one config lists them all
             file.write(content)
+
+
+def _is_files(content: object) -> bool:
+    """A projector cache entry: file contents by relative path."""
+    return isinstance(content, dict) and all(isinstance(v, bytes) for v in content.values())
 
 
 def embedding_files(tag: str, features: torch.Tensor, names: list[str], images: np.ndarray) -> dict[str, bytes]:

@@ -19,12 +19,13 @@ import copy
 import functools
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from transferlab import backbones, registry
+from transferlab import backbones, engine, registry
 from transferlab.cache import root as machine_cache
 from transferlab.checkpoints import Checkpoints
 from transferlab.features import FeatureCache, FeatureCaches
@@ -48,8 +49,8 @@ class TransferKind(Model):
     `from_config` rebuilds one from its model file, loading the pretrained backbone with
     `load_backbone(name, image_size)` (which may share one between models)."""
 
-    # scoring batches of cached inputs (no gradients: larger than training's)
-    SCORING_BATCH = 64
+    # Whether every model copies the pretrained backbone (built in `prepare`), or needs only its inputs
+    copies_backbone: ClassVar[bool] = False
 
     def __init__(self, classes: list[str], config: dict, load_backbone: LoadBackbone = backbones.load):
         super().__init__(classes, config)
@@ -78,6 +79,8 @@ class TransferKind(Model):
         """Build now, before any experiment seeds the RNG, what every model of this backbone copies:
         building draws random initial weights, so building it later (when the cache spared an
         earlier build) would change the results."""
+        if cls.copies_backbone:
+            cache.backbone  # noqa: B018 (the build itself is the point)
 
     @classmethod
     def new(cls, cache: FeatureCache, classes: list[str], config: dict) -> "TransferKind":
@@ -96,7 +99,7 @@ class TransferKind(Model):
         return cache.get(images, batch_size, device)
 
     def inputs(self, images: np.ndarray, caches: FeatureCaches, device: torch.device) -> torch.Tensor:
-        return self.inputs_of(self.feature_cache(caches), images, self.SCORING_BATCH, device)
+        return self.inputs_of(self.feature_cache(caches), images, engine.SCORING_BATCH, device)
 
     @staticmethod
     def training_states(cache_dir: Path | None, grid_epochs: tuple[int, ...]) -> Checkpoints:
@@ -150,15 +153,13 @@ class LastStages(TransferKind):
     """Inputs are cached activations of the backbone's frozen part; its last `trainable_stages`
     stages (from its config), conv head and the new head (`TailModel`) train, score and are saved."""
 
+    copies_backbone = True
+
     def __init__(self, classes: list[str], config: dict, load_backbone: LoadBackbone = backbones.load):
         super().__init__(classes, config, load_backbone)
         # a copy: the pretrained backbone may be shared, and its tail is replaced by the trained one
         self.backbone = copy.deepcopy(self._load_backbone(config["backbone"], config["image_size"]))
         self.scorer = TailModel(backbones.split(self.backbone.features, self.trainable_stages)[1], self.head)
-
-    @classmethod
-    def prepare(cls, cache: FeatureCache) -> None:
-        cache.backbone  # noqa: B018 (built before seeding: see TransferKind.prepare)
 
     @staticmethod
     def training_states(cache_dir: Path | None, grid_epochs: tuple[int, ...]) -> Checkpoints:
@@ -170,6 +171,7 @@ class FineTuned(TransferKind):
     """Inputs are images (N x 3 x H x W uint8); the whole network, transform first, trains."""
 
     keeps_training_states = False  # the stage deletes them once its outputs are written
+    copies_backbone = True
 
     def __init__(self, classes: list[str], config: dict, load_backbone: LoadBackbone = backbones.load):
         super().__init__(classes, config, load_backbone)
@@ -177,10 +179,6 @@ class FineTuned(TransferKind):
         self.backbone = copy.deepcopy(self._load_backbone(config["backbone"], config["image_size"]))
         self.network = TransferModel(self.backbone.features, self.head)
         self.scorer = nn.Sequential(self.backbone.transform, self.network)
-
-    @classmethod
-    def prepare(cls, cache: FeatureCache) -> None:
-        cache.backbone  # noqa: B018 (built before seeding: see TransferKind.prepare)
 
     @classmethod
     def from_config(cls, classes: list[str], config: dict, load_backbone: LoadBackbone) -> "FineTuned":

@@ -77,7 +77,7 @@ def bench_params(args: argparse.Namespace, **grid) -> dict:
     lr, runtime) as params.yaml has it."""
     grid = {key: getattr(args, key) for key in ("models", "train_sizes", "epochs", "test_size")} | grid
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"] = {"source": str(Path(args.source).resolve()), "image_size": args.data_image_size}
+    params["data"].update(source=str(Path(args.source).resolve()), image_size=args.data_image_size)
     # validation as large as the test subset: every experiment validates on it each epoch
     params["subset"] = {
         "tinyvgg_train_size": args.tinyvgg_size,

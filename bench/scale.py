@@ -68,7 +68,7 @@ def params(args, grid: str = "small") -> dict:
     """params.yaml with the data, subsets and transfer options of the command line and one grid's
     axes; TinyVGG as params.yaml has it but what --tinyvgg-size and --tinyvgg-epochs shrink."""
     params = yaml.safe_load((harness.ROOT / "params.yaml").read_text())
-    params["data"] = {"source": str(Path(args.source).resolve()), "image_size": args.data_image_size}
+    params["data"].update(source=str(Path(args.source).resolve()), image_size=args.data_image_size)
     tinyvgg_size = args.tinyvgg_size or params["subset"]["tinyvgg_train_size"]
     params["subset"] = {"tinyvgg_train_size": tinyvgg_size, "val_size": args.val_size, "test_size": args.test_size}
     if args.tinyvgg_epochs:

@@ -16,7 +16,7 @@ def main() -> None:
     chosen = subsets.make_subsets(
         dataset.train.labels,
         dataset.test.labels,
-        len(dataset.classes),
+        dataset.classes,
         p.seed,
         p.subset.tinyvgg_train_size,
         p.train_size,

@@ -13,6 +13,7 @@ import yaml
 
 from helpers.images import make_image_folder
 from helpers.projects import ROOT, make_project, pipeline_params, run
+from helpers.sources import read_source
 from transferlab import params
 from transferlab.paths import TransferPaths
 
@@ -73,10 +74,11 @@ def grid_run(tmp_path, monkeypatch, image_folder_factory):
     from transferlab.transfer import train_transfer
 
     monkeypatch.chdir(tmp_path)
-    dataset = data.load_image_folder(image_folder_factory(tmp_path / "images", n_train=4, n_test=2, size=8), 8)
+    dataset = read_source(image_folder_factory(tmp_path / "images", n_train=4, n_test=2, size=8), 8)
     data.save(dataset, tmp_path / "prepared")
     subsets.save(
-        subsets.make_subsets(dataset.train.labels, dataset.test.labels, 3, 0, 6, (6,), 3, 6), tmp_path / "subsets"
+        subsets.make_subsets(dataset.train.labels, dataset.test.labels, dataset.classes, 0, 6, (6,), 3, 6),
+        tmp_path / "subsets",
     )
     calls = []
 

@@ -23,7 +23,8 @@ from transferlab.torchfiles import save_torch
 
 pytestmark = pytest.mark.slow
 
-PROGRESS_BAR = re.compile(r"^\s*\d+%\|")  # a download's tqdm bar; the only other stderr output allowed
+# what else stderr may hold: a tqdm bar, the download stage's line naming the layout it found
+PROGRESS = re.compile(r"^\s*\d+%\||: (flat|split) layout ")
 DOWNLOAD = ["python", "stages/download.py", "data/prepared"]
 SUBSET = ["python", "stages/subset.py", "data/prepared", "data/subsets"]
 PREDICT = ["python", "-m", "transferlab", "predict"]
@@ -74,6 +75,13 @@ def empty_class(tmp: Path) -> Path:
     root = folder(tmp, "empty_class")
     (root / "train" / "c").mkdir()
     (root / "test" / "c").mkdir()
+    return root
+
+
+def mixed_layout(tmp: Path) -> Path:
+    root = folder(tmp, "mixed")
+    (root / "dog").mkdir()
+    (root / "train" / "a" / "img_000.png").rename(root / "dog" / "img_000.png")
     return root
 
 
@@ -168,6 +176,12 @@ CASES = {
         {},
         ["single class"],
     ),
+    "mixed layouts": (
+        set_key("data.source", lambda t: str(mixed_layout(t))),
+        DOWNLOAD,
+        {},
+        ["mixes split folders", "train/", "dog/", "one layout"],
+    ),
     "no train/test folders": (set_key("data.source", lambda t: str(t)), DOWNLOAD, {}, ["train/<class>"]),
     "corrupt archive": (
         set_key("data.source", lambda t: str(corrupt_archive(t))),
@@ -203,13 +217,13 @@ CASES = {
         ["huge.png", "decompression-bomb"],
     ),
     "download checksum mismatch": (
-        set_key("data.source", "cifar10"),
+        set_key("data.source", "data/cifar10.yaml"),
         DOWNLOAD,
         {"TRANSFERLAB_CIFAR10_URL": "{mirror}"},
         ["does not match", "removed it"],
     ),
     "offline download": (
-        set_key("data.source", "cifar10"),
+        set_key("data.source", "data/cifar10.yaml"),
         DOWNLOAD,
         {"TRANSFERLAB_CIFAR10_URL": "http://127.0.0.1:9/cifar-10-python.tar.gz"},
         ["could not download", "data/raw/cifar-10-python.tar.gz", "data.source"],
@@ -261,7 +275,7 @@ def test_bad_input_is_one_clear_line(project, tmp_path, garbage_mirror, case):
         result = run(command, project, check=False, env_extra=env, timeout=60)
     finally:
         (project / "params.yaml").write_text(original)
-    lines = [line for line in result.stderr.strip().splitlines() if not PROGRESS_BAR.search(line)]
+    lines = [line for line in result.stderr.strip().splitlines() if not PROGRESS.search(line)]
     assert result.returncode != 0
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr

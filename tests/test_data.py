@@ -17,10 +17,12 @@ import PIL.Image
 import pytest
 from PIL import Image
 
-from transferlab import data
+from helpers.sources import data_params, read_source
+from transferlab import cifar10, data, decoding, sources
 from transferlab.errors import UserError
 
 SIZE = 12
+CIFAR10_CARD = Path(__file__).resolve().parents[1] / "data" / "cifar10.yaml"
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -118,7 +120,7 @@ def folder(tmp_path, image_folder_factory) -> Path:
 
 
 def test_directory_source_reads_images_labels_and_classes(folder):
-    dataset = data.load_image_folder(folder, SIZE)
+    dataset = read_source(folder, SIZE)
     assert dataset.classes == ["a", "b", "c"]
     assert dataset.train.images.shape == (12, SIZE, SIZE, 3)
     assert dataset.test.images.shape == (6, SIZE, SIZE, 3)
@@ -133,7 +135,7 @@ def test_directory_source_reads_images_labels_and_classes(folder):
 
 @pytest.mark.parametrize("kind", ["tar", "tar.gz", "tgz", "zip", "zip-prefixed", "tar-dot"])
 def test_archive_sources_match_the_directory(folder, tmp_path, kind):
-    reference = data.load_image_folder(folder, SIZE)
+    reference = read_source(folder, SIZE)
     archive = {
         "tar": lambda: make_tar(folder, tmp_path / "ds.tar"),
         "tar.gz": lambda: make_tar(folder, tmp_path / "ds.tar.gz", "w:gz"),
@@ -142,16 +144,16 @@ def test_archive_sources_match_the_directory(folder, tmp_path, kind):
         "zip-prefixed": lambda: make_zip(folder, tmp_path / "ds.zip", prefix="top/"),
         "tar-dot": lambda: make_tar(folder, tmp_path / "ds.tar", arcname="."),  # ./train/a/...
     }[kind]()
-    assert_same_dataset(data.load_image_folder(archive, SIZE), reference)
+    assert_same_dataset(read_source(archive, SIZE), reference)
 
 
 def test_archive_member_order_does_not_matter(folder, tmp_path):
-    reference = data.load_image_folder(folder, SIZE)
+    reference = read_source(folder, SIZE)
     archive = tmp_path / "reversed.zip"
     with zipfile.ZipFile(archive, "w") as zf:  # classes and files stored in reverse order
         for path in sorted(files_of(folder), reverse=True):
             zf.write(path, path.relative_to(folder).as_posix())
-    dataset = data.load_image_folder(archive, SIZE)
+    dataset = read_source(archive, SIZE)
     assert dataset.classes == reference.classes == ["a", "b", "c"]
     for name in data.SPLITS:  # the same images in the same order: by class, then by path
         got, want = getattr(dataset, name), getattr(reference, name)
@@ -163,13 +165,13 @@ def test_unsupported_source_file_is_refused(tmp_path):
     source = tmp_path / "dataset.rar"
     source.write_bytes(b"Rar!")
     with pytest.raises(UserError, match="neither a directory nor"):
-        data.load_image_folder(source, SIZE)
+        read_source(source, SIZE)
 
 
 def test_class_names_come_from_folders_and_are_sorted(tmp_path, image_folder_factory):
     names = ("Zebra", "apple pie", "Ünïcode-ß", "a(1)+[x]", "10", "9", "dash-and_under")
     root = image_folder_factory(tmp_path / "odd", classes=names, n_train=2, n_test=1, size=SIZE)
-    reference = data.load_image_folder(root, SIZE)
+    reference = read_source(root, SIZE)
     assert reference.classes == sorted(names)
     # Each label points at the class whose folder the image came from (checked by its colour).
     from helpers.images import class_colour
@@ -178,7 +180,7 @@ def test_class_names_come_from_folders_and_are_sorted(tmp_path, image_folder_fac
         mean = reference.train.images[reference.train.labels == label].reshape(-1, 3).mean(axis=0)
         np.testing.assert_allclose(mean, class_colour(names.index(cls)), atol=6)
     for archive in (make_zip(root, tmp_path / "odd.zip"), make_tar(root, tmp_path / "odd.tar.gz", "w:gz")):
-        assert_same_dataset(data.load_image_folder(archive, SIZE), reference)
+        assert_same_dataset(read_source(archive, SIZE), reference)
 
 
 def test_image_formats_with_mixed_case_suffixes(tmp_path):
@@ -192,7 +194,7 @@ def test_image_formats_with_mixed_case_suffixes(tmp_path):
             # Image formats outside the supported list are not read.
             (folder / "other.gif").write_bytes(png_bytes(solid(colour), "GIF"))
             (folder / "other.tiff").write_bytes(png_bytes(solid(colour), "TIFF"))
-    dataset = data.load_image_folder(tmp_path / "ds", SIZE)
+    dataset = read_source(tmp_path / "ds", SIZE)
     np.testing.assert_array_equal(dataset.train.labels, np.repeat([0, 1], 5))
     np.testing.assert_array_equal(dataset.test.labels, np.repeat([0, 1], 5))
     red = dataset.train.images[dataset.train.labels == 0].reshape(-1, 3).mean(axis=0)
@@ -212,14 +214,14 @@ def test_image_formats_with_mixed_case_suffixes(tmp_path):
     ids=["L", "RGBA", "LA", "P"],
 )
 def test_decode_converts_modes_to_rgb(image, expected):
-    array = data.decode_image(png_bytes(image), SIZE)
+    array = decoding.decode_image(png_bytes(image), SIZE)
     assert array.shape == (SIZE, SIZE, 3) and array.dtype == np.uint8
     assert (array == np.asarray(expected, dtype=np.uint8)).all()
 
 
 def test_palette_image_with_transparency(tmp_path):
     image = palette_image(1, [(0, 0, 0), (40, 180, 90)])
-    array = data.decode_image(png_bytes_with(image, transparency=0), SIZE)
+    array = decoding.decode_image(png_bytes_with(image, transparency=0), SIZE)
     assert array.shape == (SIZE, SIZE, 3)
     assert (array == np.array([40, 180, 90], dtype=np.uint8)).all()
 
@@ -229,7 +231,7 @@ def test_palette_with_per_entry_alpha_decodes_without_warnings():
     encoded = png_bytes_with(image, transparency=bytes([0, 128, 255]))  # a tRNS alpha per palette entry
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # PIL warns when such images go straight to RGB
-        array = data.decode_image(encoded, SIZE)
+        array = decoding.decode_image(encoded, SIZE)
     assert (array == np.array([40, 180, 90], dtype=np.uint8)).all()
 
 
@@ -251,7 +253,7 @@ def test_grayscale_palette_and_rgba_files_load_as_rgb(tmp_path):
             folder.mkdir(parents=True)
             for name, image in images.items():
                 image.save(folder / name)
-    dataset = data.load_image_folder(tmp_path / "ds", 8)
+    dataset = read_source(tmp_path / "ds", 8)
     assert dataset.train.images.shape == (6, 8, 8, 3)
     # Sorted file names: alpha.png, gray.png, pal.png.
     assert (dataset.train.images[0] == [5, 6, 7]).all()
@@ -267,7 +269,7 @@ def test_images_of_other_sizes_are_resized(tmp_path):
             folder.mkdir(parents=True)
             for i, size in enumerate(sizes):
                 solid(colour, size).save(folder / f"{i}.png")
-    dataset = data.load_image_folder(tmp_path / "ds", 16)
+    dataset = read_source(tmp_path / "ds", 16)
     assert dataset.train.images.shape == (10, 16, 16, 3)
     assert dataset.test.images.shape == (10, 16, 16, 3)
     # A uniform image keeps its colour through resizing.
@@ -276,7 +278,7 @@ def test_images_of_other_sizes_are_resized(tmp_path):
 
 
 def test_hidden_entries_and_non_images_are_ignored(folder):
-    reference = data.load_image_folder(folder, SIZE)
+    reference = read_source(folder, SIZE)
     image = png_bytes(solid((1, 2, 3)))
     extras = [
         "train/a/.hidden.png",  # hidden file
@@ -294,37 +296,38 @@ def test_hidden_entries_and_non_images_are_ignored(folder):
     (folder / "train/b/noext").write_bytes(image)  # an image without an image suffix
     (folder / "README.md").write_text("readme")
     (folder / "train/readme.png").write_bytes(image)  # directly in train/, not in a class
-    assert_same_dataset(data.load_image_folder(folder, SIZE), reference)
+    assert_same_dataset(read_source(folder, SIZE), reference)
     # The same tree as a zip archive.
-    assert_same_dataset(data.load_image_folder(make_zip(folder, folder.parent / "ds.zip"), SIZE), reference)
+    assert_same_dataset(read_source(make_zip(folder, folder.parent / "ds.zip"), SIZE), reference)
 
 
 def test_corrupt_images_are_skipped_and_reported(folder, capsys):
     good = (folder / "train/b/img_000.png").read_bytes()
     (folder / "train/a/broken.png").write_bytes(b"this is not an image")
     (folder / "test/c/truncated.png").write_bytes(good[: len(good) // 2])
-    dataset = data.load_image_folder(folder, SIZE)
+    dataset = read_source(folder, SIZE)
     np.testing.assert_array_equal(dataset.train.labels, np.repeat([0, 1, 2], 4))
     np.testing.assert_array_equal(dataset.test.labels, np.repeat([0, 1, 2], 2))
     err = capsys.readouterr().err
     assert f"{folder}/train/a/broken.png" in err
     assert f"{folder}/test/c/truncated.png" in err
-    assert "skipped 2 corrupt image(s)" in err
+    assert "skipped 2 unreadable image(s)" in err
 
 
 def test_no_skip_report_when_everything_is_readable(folder, capsys):
-    data.load_image_folder(folder, SIZE)
-    assert "skip" not in capsys.readouterr().err
+    read_source(folder, SIZE)
+    err = capsys.readouterr().err
+    assert "skipping" not in err and "skipped" not in err
 
 
 def test_corrupt_image_in_archive_is_reported_by_member_path(folder, tmp_path, capsys):
     (folder / "train/b/bad.jpg").write_bytes(b"\xff\xd8garbage")
     archive = make_zip(folder, tmp_path / "ds.zip")
-    dataset = data.load_image_folder(archive, SIZE)
+    dataset = read_source(archive, SIZE)
     assert len(dataset.train.labels) == 12
     err = capsys.readouterr().err
     assert f"{archive}/train/b/bad.jpg" in err
-    assert "skipped 1 corrupt image(s)" in err
+    assert "skipped 1 unreadable image(s)" in err
 
 
 # --- unsafe archives ------------------------------------------------------------------------------
@@ -377,11 +380,11 @@ def _device(kind) -> tarfile.TarInfo:
 )
 def test_unsafe_tar_members_are_refused(tmp_path, member, payload, message):
     ok = tar_with(tmp_path / "ok.tar", valid_tar_members())
-    assert data.load_image_folder(ok, SIZE).classes == ["a", "b"]  # the rest of the archive is fine
+    assert read_source(ok, SIZE).classes == ["a", "b"]  # the rest of the archive is fine
     members = valid_tar_members()
     archive = tar_with(tmp_path / "bad.tar", members[:2] + [(member, payload)] + members[2:])
     with pytest.raises(UserError, match="refusing") as excinfo:
-        data.load_image_folder(archive, SIZE)
+        read_source(archive, SIZE)
     assert message in str(excinfo.value)
     assert str(archive) in str(excinfo.value)
 
@@ -389,7 +392,7 @@ def test_unsafe_tar_members_are_refused(tmp_path, member, payload, message):
 def test_unsafe_tar_member_is_refused_even_when_hidden(tmp_path):
     members = valid_tar_members() + [(tar_file_info(".hidden/../../evil.png"), b"x")]
     with pytest.raises(UserError, match="unsafe"):
-        data.load_image_folder(tar_with(tmp_path / "bad.tar", members), SIZE)
+        read_source(tar_with(tmp_path / "bad.tar", members), SIZE)
 
 
 def _zip_info(name: str, mode: int) -> zipfile.ZipInfo:
@@ -415,13 +418,13 @@ def _zip_info(name: str, mode: int) -> zipfile.ZipInfo:
 )
 def test_unsafe_zip_members_are_refused(tmp_path, member, message):
     ok = zip_with(tmp_path / "ok.zip", valid_zip_members())
-    assert data.load_image_folder(ok, SIZE).classes == ["a", "b"]
+    assert read_source(ok, SIZE).classes == ["a", "b"]
     members = valid_zip_members()
     archive = zip_with(tmp_path / "bad.zip", members[:2] + [(member, b"/etc/passwd")] + members[2:])
     names = [info.filename for info in zipfile.ZipFile(archive).infolist()]
     assert (member if isinstance(member, str) else member.filename) in names  # zipfile kept the name
     with pytest.raises(UserError, match="refusing") as excinfo:
-        data.load_image_folder(archive, SIZE)
+        read_source(archive, SIZE)
     assert message in str(excinfo.value)
 
 
@@ -438,7 +441,7 @@ def test_truncated_archives_raise_user_error(folder, tmp_path, kind, fraction):
     truncated = tmp_path / f"cut.{kind}"
     truncated.write_bytes(blob[: int(len(blob) * fraction)])
     with pytest.raises(UserError, match="cannot read archive") as excinfo:
-        data.load_image_folder(truncated, SIZE)
+        read_source(truncated, SIZE)
     assert str(truncated) in str(excinfo.value)
 
 
@@ -451,7 +454,7 @@ def test_tar_truncated_inside_an_image_raises_user_error(folder, tmp_path, which
     truncated = tmp_path / "cut.tar"
     truncated.write_bytes(full.read_bytes()[: member.offset_data + member.size // 2])
     with pytest.raises(UserError, match="cannot read archive") as excinfo:
-        data.load_image_folder(truncated, SIZE)
+        read_source(truncated, SIZE)
     assert str(truncated) in str(excinfo.value)
 
 
@@ -460,7 +463,7 @@ def test_garbage_archives_raise_user_error(tmp_path, name):
     source = tmp_path / name
     source.write_bytes(b"definitely not an archive " * 40)
     with pytest.raises(UserError, match="cannot read archive"):
-        data.load_image_folder(source, SIZE)
+        read_source(source, SIZE)
 
 
 def test_zip_with_corrupted_member_data_raises_user_error(folder, tmp_path):
@@ -473,22 +476,14 @@ def test_zip_with_corrupted_member_data_raises_user_error(folder, tmp_path):
         blob[i] ^= 0xFF
     archive.write_bytes(bytes(blob))
     with pytest.raises(UserError, match="cannot read archive"):
-        data.load_image_folder(archive, SIZE)
+        read_source(archive, SIZE)
 
 
 def test_missing_source_raises_user_error(tmp_path):
     missing = tmp_path / "nope"
     with pytest.raises(UserError, match="does not exist") as excinfo:
-        data.load_image_folder(missing, SIZE)
+        read_source(missing, SIZE)
     assert str(missing) in str(excinfo.value)
-
-
-def test_folder_without_train_and_test_raises_user_error(tmp_path):
-    for cls in ("a", "b"):
-        (tmp_path / "ds" / "images" / cls).mkdir(parents=True)
-        solid((1, 1, 1)).save(tmp_path / "ds" / "images" / cls / "x.png")
-    with pytest.raises(UserError, match="no train/<class>/ folders"):
-        data.load_image_folder(tmp_path / "ds", SIZE)
 
 
 def test_folder_without_test_raises_user_error(folder):
@@ -496,13 +491,13 @@ def test_folder_without_test_raises_user_error(folder):
 
     shutil.rmtree(folder / "test")
     with pytest.raises(UserError, match="no test/<class>/ folders"):
-        data.load_image_folder(folder, SIZE)
+        read_source(folder, SIZE)
 
 
 def test_empty_directory_raises_user_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no train/"):
-        data.load_image_folder(tmp_path / "empty", SIZE)
+    with pytest.raises(UserError, match="no images in class folders"):
+        read_source(tmp_path / "empty", SIZE)
 
 
 @pytest.mark.parametrize("content", ["nothing", "text-only", "corrupt-only"])
@@ -516,28 +511,28 @@ def test_class_folder_without_images_raises_user_error(folder, content):
     elif content == "corrupt-only":
         (empty / "bad.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match=r"class 'd' has no readable images in test/"):
-        data.load_image_folder(folder, SIZE)
+        read_source(folder, SIZE)
 
 
 def test_single_class_raises_user_error(tmp_path, image_folder_factory):
     root = image_folder_factory(tmp_path / "one", classes=("only",), n_train=2, n_test=1, size=SIZE)
     with pytest.raises(UserError, match="single class 'only'"):
-        data.load_image_folder(root, SIZE)
+        read_source(root, SIZE)
 
 
 def test_train_test_class_mismatch_raises_user_error(folder):
     (folder / "test" / "c").rename(folder / "test" / "z")
     with pytest.raises(UserError, match="different classes") as excinfo:
-        data.load_image_folder(folder, SIZE)
+        read_source(folder, SIZE)
     assert "'c'" in str(excinfo.value) and "'z'" in str(excinfo.value)
 
 
 @pytest.mark.parametrize("limit", [100, 50], ids=["warning", "error"])  # 144 px: > limit, > 2 * limit
 def test_decompression_bomb_raises_user_error(folder, monkeypatch, limit):
-    assert data.load_image_folder(folder, SIZE).classes == ["a", "b", "c"]
+    assert read_source(folder, SIZE).classes == ["a", "b", "c"]
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", limit)
     with pytest.raises(UserError, match="decompression-bomb limit") as excinfo:
-        data.load_image_folder(folder, SIZE)
+        read_source(folder, SIZE)
     assert "/a/img_000.png exceeds" in str(excinfo.value)
 
 
@@ -545,15 +540,16 @@ def test_decompression_bomb_in_archive_raises_user_error(folder, tmp_path, monke
     archive = make_tar(folder, tmp_path / "ds.tar.gz", "w:gz")
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(UserError, match="decompression-bomb"):
-        data.load_image_folder(archive, SIZE)
+        read_source(archive, SIZE)
 
 
 # --- the canonical form ---------------------------------------------------------------------------
 
 
 def test_save_load_roundtrip(folder, tmp_path):
-    dataset = data.load_image_folder(folder, SIZE)
-    out = tmp_path / "out" / "prepared"
+    dataset = read_source(folder, SIZE)
+    out = tmp_path / "prepared"
+    out.mkdir()
     data.save(dataset, out)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy", "classes.json"]
@@ -561,59 +557,56 @@ def test_save_load_roundtrip(folder, tmp_path):
     assert json.loads((out / "classes.json").read_text()) == ["a", "b", "c"]
     loaded = data.load(out)
     assert_same_dataset(loaded, dataset)
-    assert [p.name for p in out.parent.iterdir()] == ["prepared"]  # no temporary leftovers
     for split in (loaded.train, loaded.test):  # images are mapped read-only, not read whole
         assert isinstance(split.images, np.memmap) and not split.images.flags.writeable
+    # the image files are what np.save writes, byte for byte
+    np.save(tmp_path / "reference.npy", dataset.train.images)
+    assert (out / "train_images.npy").read_bytes() == (tmp_path / "reference.npy").read_bytes()
 
 
-def test_save_replaces_previous_contents(folder, tmp_path):
-    out = tmp_path / "prepared"
-    out.mkdir()
+def test_prepare_writes_the_canonical_form_and_replaces_the_previous_one(folder, tmp_path):
+    out = tmp_path / "out" / "prepared"
+    out.mkdir(parents=True)
     (out / "stale.npy").write_bytes(b"old")
-    data.save(data.load_image_folder(folder, SIZE), out)
+    summary = sources.prepare(data_params(folder, 8), out, tmp_path / "raw")
+    assert summary.counts == {"train": 12, "test": 6} and summary.layout == "split"
     assert not (out / "stale.npy").exists()
-    assert (out / "classes.json").is_file()
-
-
-def test_prepare_writes_the_canonical_form(folder, tmp_path):
-    out = tmp_path / "prepared"
-    dataset = data.prepare(str(folder), 8, out, tmp_path / "raw")
-    assert dataset.train.images.shape == (12, 8, 8, 3)
-    assert_same_dataset(data.load(out), dataset)
+    assert_same_dataset(data.load(out), read_source(folder, 8))
+    assert [p.name for p in out.parent.iterdir()] == ["prepared"]  # no temporary leftovers
 
 
 def test_prepare_failure_leaves_no_output(tmp_path, folder):
     (folder / "test" / "c").rename(folder / "test" / "z")
     out = tmp_path / "out" / "prepared"
     with pytest.raises(UserError):
-        data.prepare(str(folder), SIZE, out, tmp_path / "raw")
+        sources.prepare(data_params(folder), out, tmp_path / "raw")
     assert not out.exists()
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
 def test_prepare_failure_keeps_previous_output(tmp_path, folder):
     out = tmp_path / "prepared"
-    data.prepare(str(folder), SIZE, out, tmp_path / "raw")
+    sources.prepare(data_params(folder), out, tmp_path / "raw")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(UserError):
-        data.prepare(str(tmp_path / "missing"), SIZE, out, tmp_path / "raw")
+        sources.prepare(data_params(tmp_path / "missing"), out, tmp_path / "raw")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_failure_while_saving_leaves_no_output(tmp_path, folder, monkeypatch):
-    real_save, calls = np.save, []
+def test_failure_while_writing_images_leaves_no_output(tmp_path, folder, monkeypatch):
+    real_put, calls = data.ImageRows.put, []
 
-    def failing_save(path, array):
-        calls.append(path)
-        if len(calls) == 3:
+    def failing_put(self, row, image):
+        calls.append(row)
+        if len(calls) == 7:
             raise OSError("disk full")
-        real_save(path, array)
+        real_put(self, row, image)
 
-    monkeypatch.setattr(np, "save", failing_save)
+    monkeypatch.setattr(data.ImageRows, "put", failing_put)
     out = tmp_path / "out" / "prepared"
     with pytest.raises(OSError, match="disk full"):
-        data.prepare(str(folder), SIZE, out, tmp_path / "raw")
-    assert len(calls) == 3
+        sources.prepare(data_params(folder), out, tmp_path / "raw")
+    assert len(calls) == 7
     assert not out.exists()
     assert list(out.parent.iterdir()) == []  # the temporary directory is cleaned up too
 
@@ -639,10 +632,10 @@ def test_cifar10_offline_raises_user_error(tmp_path, no_network):
     out = tmp_path / "prepared"
     timeout = socket.getdefaulttimeout()
     with pytest.raises(UserError) as excinfo:
-        data.prepare("cifar10", 32, out, raw)
+        sources.prepare(data_params(CIFAR10_CARD, 32), out, raw)
     message = str(excinfo.value)
     assert no_network and "cifar-10-python.tar.gz" in no_network[0]
-    assert str(raw / data.CIFAR10_ARCHIVE) in message
+    assert str(raw / cifar10.ARCHIVE) in message
     assert "data.source" in message
     assert "Temporary failure in name resolution" in message
     assert "c58f30108f718f92721af3b95e74349a" in message  # the MD5 to check a manual download against
@@ -654,7 +647,7 @@ def test_cifar10_checksum_failure_removes_archive(tmp_path, no_network, monkeypa
     from torchvision.datasets import utils
 
     raw = tmp_path / "raw"
-    archive = raw / data.CIFAR10_ARCHIVE
+    archive = raw / cifar10.ARCHIVE
     downloads = []
 
     def fake_download(url, filename, chunk_size=None):
@@ -664,7 +657,7 @@ def test_cifar10_checksum_failure_removes_archive(tmp_path, no_network, monkeypa
     monkeypatch.setattr(utils, "_get_redirect_url", lambda url, max_hops=3: url)
     monkeypatch.setattr(utils, "_urlretrieve", fake_download)
     with pytest.raises(UserError, match="MD5") as excinfo:
-        data.prepare("cifar10", 32, tmp_path / "prepared", raw)
+        sources.prepare(data_params(CIFAR10_CARD, 32), tmp_path / "prepared", raw)
     assert downloads, "the download should have been attempted"
     assert str(archive) in str(excinfo.value)
     assert not archive.exists()
@@ -692,7 +685,7 @@ def test_cifar10_archive_is_decoded_and_resized(tmp_path, monkeypatch):
     (batches / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
     monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)
 
-    dataset = data.load_cifar10(tmp_path / "raw", 16)
+    dataset = read_cifar10(tmp_path / "raw", 16)
     assert dataset.classes == names
     assert dataset.train.images.shape == (10, 16, 16, 3)
     assert dataset.test.images.shape == (2, 16, 16, 3)
@@ -705,5 +698,12 @@ def test_cifar10_archive_is_decoded_and_resized(tmp_path, monkeypatch):
         dataset.train.images[:, 5, 7], np.concatenate([images[f"data_batch_{i}"][:, 0, 0] for i in range(1, 6)])
     )
     # At the native size nothing is resized.
-    native = data.load_cifar10(tmp_path / "raw", 32)
+    native = read_cifar10(tmp_path / "raw", 32)
     np.testing.assert_array_equal(native.test.images, images["test_batch"])
+
+
+def read_cifar10(raw: Path, image_size: int) -> data.Dataset:
+    out = raw.parent / f"prepared_{image_size}"
+    out.mkdir()
+    cifar10.load(raw, data_params(CIFAR10_CARD, image_size), out, workers=1)
+    return data.load(out)

@@ -176,6 +176,12 @@ def within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def from_params(dep: str, stage: dict) -> bool:
+    """Whether `dep` is a path a param of the stage names (`${data.source}`), read from params.yaml,
+    not from the cmd."""
+    return dep.startswith("${") and dep[2:].split(".")[0] in stage.get("params", [])
+
+
 def path_drift(stage_name: str, stage: dict) -> list[str]:
     """Problems between a stage's `cmd` and its deps/outs, as messages naming the stage: what its
     paths object reads must be deps, what it writes must be declared in the right section."""
@@ -184,7 +190,7 @@ def path_drift(stage_name: str, stage: dict) -> list[str]:
     args = shlex.split(stage["cmd"])
     parsed = paths.parse(stage_paths_type(ROOT / args[1]), "", args[2:])
     reads = [str(path) for path in paths.reading(parsed)]
-    data_deps = [dep for dep in stage.get("deps", []) if not dep.endswith(".py")]
+    data_deps = [dep for dep in stage.get("deps", []) if not dep.endswith(".py") and not from_params(dep, stage)]
     problems = [
         f"stage {stage_name!r}: reads {path}, which is not a dep"
         for path in reads

@@ -31,7 +31,9 @@ def write(tmp_path, raw) -> str:
 def test_repository_params_yaml_parses():
     p = params.load(PARAMS_YAML)
     assert p.seed == 42
-    assert p.data == params.DataParams(source="cifar10", image_size=32)
+    assert p.data == params.DataParams(
+        source="data/cifar10.yaml", image_size=32, resize="crop", test_fraction=0.2, split_seed=42
+    )
     assert p.subset == params.SubsetParams(tinyvgg_train_size=10000, val_size=1000, test_size=2000)
     assert p.tinyvgg == params.TinyVGGParams(
         hidden_units=10, epochs=10, batch_size=32, optimizer="adam", lr=0.001, weight_decay=0.0
@@ -142,6 +144,11 @@ def test_empty_file_is_rejected(tmp_path):
         ("data", "image_size", "32", "data.image_size must be an integer"),
         ("data", "source", 5, "data.source must be a string, got 5"),
         ("data", "source", None, "data.source must be a string"),
+        ("data", "resize", "stretch", "data.resize is 'stretch'; choose one of: crop, squash, pad"),
+        ("data", "test_fraction", 0, "data.test_fraction must be greater than 0, got 0.0"),
+        ("data", "test_fraction", 0.95, "data.test_fraction must be a number <= 0.9, got 0.95"),
+        ("data", "test_fraction", "20%", "data.test_fraction must be a number, got '20%'"),
+        ("data", "split_seed", -1, "data.split_seed must be an integer >= 0, got -1"),
         ("transfer", "freeze", "yes please", "transfer.freeze must be true or false"),
         ("transfer", "freeze", 1, "transfer.freeze must be true or false, got 1"),
         (None, "lr", "fast", "lr must be a number, got 'fast'"),

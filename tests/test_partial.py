@@ -150,7 +150,7 @@ def test_a_partly_fine_tuned_model_scores_from_activations_and_runs_on_raw_image
         assert not torch.allclose(pretrained.network(pretrained.preprocess(images)), from_images)
 
     exported_file = tmp_path / "best.pt"
-    torch.save(exported(model, "partial"), exported_file)
+    torch.save(exported(model, "partial", "crop"), exported_file)
     image_file = next(Path("images/test").rglob("*.png"))
     (label, probability) = predict([image_file], exported_file)[0]
     assert label in model.classes and 0 < probability <= 1

@@ -12,7 +12,7 @@ from PIL import Image
 
 from transferlab import __main__ as cli_module
 from transferlab import networks
-from transferlab.data import decode_image
+from transferlab.decoding import decode_image
 from transferlab.entrypoints import DEBUG_ENV
 from transferlab.errors import UserError
 from transferlab.kinds import TinyVGGModel
@@ -49,13 +49,13 @@ def image_files(project):
     return [project / "images" / name for name in ("noise.png", "red.jpg", "blue.png", "grey.bmp")]
 
 
-def expected_predictions(project, paths):
-    """Decode, scale and classify directly with the model that was exported."""
+def expected_predictions(project, paths, resize="crop"):
+    """Decode, fit and classify directly with the model that was exported."""
     model_file = torch.load(project / "models" / "best.pt", weights_only=True)
     model = networks.TinyVGG(4, len(CLASSES), IMAGE_SIZE)
     model.load_state_dict(model_file["state_dict"])
     model.eval()
-    batch = np.stack([decode_image(p.read_bytes(), IMAGE_SIZE) for p in paths])
+    batch = np.stack([decode_image(p.read_bytes(), IMAGE_SIZE, resize) for p in paths])
     with torch.no_grad():
         probabilities = model(torch.as_tensor(batch).permute(0, 3, 1, 2).float() / 255).softmax(dim=1)
     return [(CLASSES[int(row.argmax())], float(row.max())) for row in probabilities]
@@ -73,6 +73,21 @@ def test_predict_returns_class_and_probability_per_image(project):
         assert label == expected_label
         assert probability == pytest.approx(expected_probability, abs=1e-6)
     assert len({label for label, _ in result}) > 1  # the images really are classified one by one
+
+
+@pytest.mark.parametrize("resize", ["crop", "pad"])
+def test_predict_fits_a_photo_as_the_dataset_was(project, resize):
+    """The exported model says how the download stage fitted images to squares; a wide photo is
+    fitted the same way (a striped one: cropping and padding keep different stripes)."""
+    best = project / "models" / "best.pt"
+    save_torch(best, {**torch.load(best, weights_only=True), "resize": resize})
+    stripes = np.repeat(np.random.default_rng(1).integers(0, 256, (1, 12, 3), dtype=np.uint8), 16, axis=0)
+    Image.fromarray(np.repeat(stripes, 4, axis=1)).save(project / "images" / "wide.png")  # 48 x 16
+    [(label, probability)] = predict([project / "images" / "wide.png"], best)
+    [(expected_label, expected_probability)] = expected_predictions(project, [project / "images" / "wide.png"], resize)
+    assert (label, probability) == (expected_label, pytest.approx(expected_probability, abs=1e-6))
+    other = "pad" if resize == "crop" else "crop"
+    assert expected_predictions(project, [project / "images" / "wide.png"], other)[0][1] != pytest.approx(probability)
 
 
 def test_predict_keeps_the_order_of_the_files(project):

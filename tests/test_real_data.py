@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transferlab import data, engine, evaluation, model_files, params, subsets
+from transferlab import data, engine, evaluation, model_files, params, sources, subsets
 from transferlab.features import FeatureCaches
 from transferlab.paths import TinyVGGPaths, TransferPaths
 from transferlab.tinyvgg import train_tinyvgg
@@ -55,11 +55,12 @@ def real_params() -> params.Params:
 @pytest.fixture(scope="module")
 def prepared(workdir, real_params) -> tuple[Path, Path]:
     data_dir, subsets_dir = workdir / "prepared", workdir / "subsets"
-    dataset = data.prepare(real_params.data.source, real_params.data.image_size, data_dir, workdir / "raw")
+    sources.prepare(real_params.data, data_dir, workdir / "raw")
+    dataset = data.load(data_dir)
     chosen = subsets.make_subsets(
         dataset.train.labels,
         dataset.test.labels,
-        len(dataset.classes),
+        dataset.classes,
         real_params.seed,
         real_params.subset.tinyvgg_train_size,
         real_params.train_size,

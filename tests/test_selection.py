@@ -120,7 +120,9 @@ def project(tmp_path):
         default_results, default_predicted = evaluate_outputs()
         paths.evaluation_file.write_text(json.dumps(results or default_results))
         save_torch(paths.predicted_file, predicted or default_predicted)
-        params = types.SimpleNamespace(seed=0, select_best=SelectBestParams(metric=metric, predictions=4))
+        params = types.SimpleNamespace(
+            seed=0, data=types.SimpleNamespace(resize="pad"), select_best=SelectBestParams(metric=metric, predictions=4)
+        )
         return select_best(params, paths, tmp_path / "cache")
 
     return types.SimpleNamespace(paths=paths, run=run)
@@ -320,6 +322,7 @@ def test_exports_the_winner(project):
     project.run()
     exported = load_torch(project.paths.best_model_file)
     assert exported["name"] == A and exported["transform"] == "uint8 / 255"
+    assert exported["resize"] == "pad"  # predict fits a photo to the square as the dataset's were
     saved = load_torch(project.paths.transfer_dir / f"{A}.pt")
     model = model_files.from_model_file(exported)
     for key, tensor in saved["state_dict"].items():

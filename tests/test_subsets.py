@@ -9,6 +9,7 @@ from transferlab.errors import UserError
 from transferlab.subsets import NestedSampler, class_quotas, make_subsets, max_balanced_size
 
 N_CLASSES = 3
+CLASSES = ["a", "b", "c"]
 
 
 def shuffled_labels(per_class: list[int], seed: int = 0) -> np.ndarray:
@@ -22,7 +23,7 @@ TEST = shuffled_labels([7, 7, 7], seed=2)
 
 
 def subsets(seed=0, tinyvgg=12, transfer=(6, 12), val=6, test=9, train_labels=TRAIN, test_labels=TEST) -> dict:
-    return make_subsets(train_labels, test_labels, N_CLASSES, seed, tinyvgg, transfer, val, test)
+    return make_subsets(train_labels, test_labels, CLASSES, seed, tinyvgg, transfer, val, test)
 
 
 def class_counts(indices, labels, n_classes=N_CLASSES) -> list[int]:
@@ -128,7 +129,7 @@ def test_subsets_are_nested():
 
 
 def test_nested_with_a_remainder_keeps_the_smaller_subset():
-    sampler = NestedSampler(TRAIN, N_CLASSES, seed=3, split="train")
+    sampler = NestedSampler(TRAIN, CLASSES, seed=3, split="train")
     small, large = sampler.draw(5, "k"), sampler.draw(13, "k")
     assert set(small) < set(large)
     assert class_counts(small, TRAIN) == [2, 2, 1]
@@ -173,8 +174,12 @@ def test_sizes_larger_than_available_raise_user_error(kwargs, key, maximum):
 def test_maximum_accounts_for_unequal_classes():
     train = shuffled_labels([10, 4, 10])  # 24 images, but a balanced subset can hold only 13
     assert len(subsets(tinyvgg=10, transfer=(10,), val=3, train_labels=train)["tinyvgg_train"]) == 10
-    with pytest.raises(UserError, match=r"subset.tinyvgg_train_size is 14 .*train split.*at most 13"):
+    with pytest.raises(UserError, match=r"subset.tinyvgg_train_size is 14 .*train split.*at most 13") as err:
         subsets(tinyvgg=14, transfer=(13,), val=3, train_labels=train)
+    # the class too small to fill it, by name
+    assert "class 'b' has 4 train images and 14 takes 5; lower subset.tinyvgg_train_size or add images to 'b'" in str(
+        err.value
+    )
 
 
 def test_the_error_names_the_split():
@@ -203,5 +208,5 @@ def test_validation_that_cannot_fit_beside_the_train_subsets_is_one_line():
         subsets(tinyvgg=51, transfer=(6,), val=30)  # 17 + 10 of 20 images per class
     message = str(err.value)
     assert "subset.val_size is 30 but does not fit beside the largest train subset (51 images)" in message
-    assert "they need 27" in message and "\n" not in message
+    assert "class 'a' of the train split has 20 images and they need 27" in message and "\n" not in message
     assert subsets(tinyvgg=30, transfer=(6,), val=30)["val"]  # 10 + 10: fits exactly

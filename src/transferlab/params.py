@@ -23,6 +23,7 @@ SelectionMetric = Literal["val_acc", "val_loss"]
 # The test subset is scored once per model, to report; choosing on it would overstate the winner.
 TEST_METRICS = ("test_acc", "test_loss")
 Runtime = Literal["auto", "onnxruntime", "torch"]  # what computes frozen features: see `runtimes`
+Resize = Literal["crop", "squash", "pad"]  # `decoding` (which imports Pillow) says what each does
 
 
 def positive():
@@ -35,8 +36,12 @@ def not_negative():
 
 @dataclass(frozen=True)
 class DataParams:
-    source: str  # "cifar10", or a path to an ImageFolder directory or .tar/.tar.gz/.zip of one
+    source: str  # data/cifar10.yaml (CIFAR-10's card), or a path to an ImageFolder directory or archive
     image_size: int = field(metadata={"min": 4})  # TinyVGG pools twice
+    resize: Resize  # how a non-square image becomes S x S (`decoding`)
+    # a flat <class>/<image> folder: the fraction of each class held out as the test split, by a seeded hash
+    test_fraction: float = field(metadata={"max": 0.9})
+    split_seed: int = not_negative()
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,7 @@ def _convert_value(hint, value, key: str, metadata, where: str):
     if minimum is not None and value < minimum:
         raise UserError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
     if maximum is not None and value > maximum:
-        raise UserError(f"{where}: {key} must be an integer <= {maximum}, got {value!r}")
+        raise UserError(f"{where}: {key} must be {_type_name(hint)} <= {maximum}, got {value!r}")
     return value
 
 

@@ -25,7 +25,7 @@ from transferlab.features import FeatureCaches
 from transferlab.figures import confusion_figure, predictions_figure
 from transferlab.kinds import Model
 from transferlab.outputs import atomic_dir, atomic_path, write_json, write_text
-from transferlab.params import Params
+from transferlab.params import Params, Resize
 from transferlab.paths import SelectBestPaths
 from transferlab.subsets import load as load_subsets
 from transferlab.torchfiles import load_torch, save_torch
@@ -231,7 +231,7 @@ def select_best(params: Params, paths: SelectBestPaths, cache_dir: Path | None =
         for name in shown(winner):
             write_json(tmp / f"{'winner' if name == winner else name}.json", confusion_records(predicted, name))
     model = _report_models(params, paths, predicted, winner, cache_dir)
-    save_torch(paths.best_model_file, exported(model, winner))
+    save_torch(paths.best_model_file, exported(model, winner, params.data.resize))
     write_text(paths.leaderboard_file, leaderboard_markdown(rows, groups, results, metric))
     best = headline(rows, groups, metric, results)
     write_json(paths.best_metrics_file, best)
@@ -288,8 +288,9 @@ def _predictions(params: Params, images: np.ndarray, predicted: dict, probabilit
     return predictions_figure(images[chosen], labels, probabilities[chosen], predicted["classes"])
 
 
-def exported(model: Model, name: str) -> dict:
-    """The exported model: its model file (weights, class names, what rebuilds it), its name and
-    its input transform, for `transferlab predict` and for readers."""
+def exported(model: Model, name: str, resize: Resize) -> dict:
+    """The exported model: its model file (weights, class names, what rebuilds it), its name, how
+    the download stage fitted images to squares (`data.resize`) and its input transform, for
+    `transferlab predict` and for readers."""
     transform = repr(model.backbone.transform) if model.backbone else "uint8 / 255"
-    return {**model.file, "name": name, "transform": transform}
+    return {**model.file, "name": name, "resize": resize, "transform": transform}

@@ -45,18 +45,26 @@ def max_balanced_size(labels: np.ndarray, n_classes: int) -> int:
 class NestedSampler:
     """Draws nested class-balanced subsets of one split from a single seeded shuffle per class."""
 
-    def __init__(self, labels: np.ndarray, n_classes: int, seed: int, split: str):
+    def __init__(self, labels: np.ndarray, classes: list[str], seed: int, split: str):
         rng = np.random.default_rng(seed)
-        self.n_classes = n_classes
+        self.classes, self.n_classes = classes, len(classes)
         self.split = split
-        self.per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(n_classes)]
-        self.maximum = max_balanced_size(labels, n_classes)
+        self.per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(self.n_classes)]
+        self.maximum = max_balanced_size(labels, self.n_classes)
 
     def draw(self, size: int, key: str) -> list[int]:
         if size > self.maximum:
+            need, have, cls = next(
+                (q, len(indices), cls)
+                for q, indices, cls in zip(
+                    class_quotas(size, self.n_classes), self.per_class, self.classes, strict=True
+                )
+                if q > len(indices)
+            )
             raise UserError(
-                f"{key} is {size} but the {self.split} split allows at most "
-                f"{self.maximum} images in a class-balanced subset"
+                f"{key} is {size} but the {self.split} split allows at most {self.maximum} images in a "
+                f"class-balanced subset: class {cls!r} has {have} {self.split} images and {size} takes {need}; "
+                f"lower {key} or add images to {cls!r}"
             )
         quotas = class_quotas(size, self.n_classes)
         chosen = np.concatenate([indices[:q] for indices, q in zip(self.per_class, quotas, strict=True)])
@@ -76,8 +84,8 @@ class NestedSampler:
             if need + taken > have:
                 raise UserError(
                     f"{key} is {size} but does not fit beside the largest train subset ({beside} images): class "
-                    f"{index} of the {self.split} split has {have} images and they need {need + taken}; "
-                    f"lower {key} or the train sizes"
+                    f"{self.classes[index]!r} of the {self.split} split has {have} images and they need "
+                    f"{need + taken}; lower {key} or the train sizes"
                 )
         quotas = class_quotas(size, self.n_classes)
         chosen = np.concatenate(
@@ -89,7 +97,7 @@ class NestedSampler:
 def make_subsets(
     train_labels: np.ndarray,
     test_labels: np.ndarray,
-    n_classes: int,
+    classes: list[str],
     seed: int,
     tinyvgg_train_size: int,
     transfer_train_sizes: tuple[int, ...],
@@ -98,8 +106,8 @@ def make_subsets(
 ) -> dict:
     """Index lists: the TinyVGG train set, each transfer train size, the shared validation set
     (train split, disjoint from them all) and the shared test set."""
-    train = NestedSampler(train_labels, n_classes, seed, "train")
-    test = NestedSampler(test_labels, n_classes, seed, "test")
+    train = NestedSampler(train_labels, classes, seed, "train")
+    test = NestedSampler(test_labels, classes, seed, "test")
     largest_train = max(tinyvgg_train_size, *transfer_train_sizes)
     return {
         "tinyvgg_train": train.draw(tinyvgg_train_size, "subset.tinyvgg_train_size"),

@@ -9,7 +9,17 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository root (this file: tests/helpers/)
-PROJECT_FILES = ["stages", "src", "dvc.yaml", "params.yaml", ".dvc", ".dvcignore", ".gitignore", "pyproject.toml"]
+PROJECT_FILES = [
+    "stages",
+    "src",
+    "data/cifar10.yaml",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvc",
+    ".dvcignore",
+    ".gitignore",
+    "pyproject.toml",
+]
 GIT_IDENTITY = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
 
 
@@ -45,7 +55,7 @@ def machine_cache(project: Path) -> Path:
 def tiny_params(source: Path) -> dict:
     """Small, fast params: lite0 at 32 px, a 2 x 2 grid, TinyVGG at 16 px."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"] = {"source": str(source), "image_size": 16}
+    params["data"].update(source=str(source), image_size=16)
     params["subset"] = {"tinyvgg_train_size": 30, "val_size": 9, "test_size": 12}
     params["tinyvgg"].update(epochs=2, hidden_units=4, batch_size=8)
     params.update(model="effnet_lite0", train_size=[9, 15], epochs=[1, 2])
@@ -76,6 +86,7 @@ def make_project(dest: Path, params: dict) -> Path:
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=ignore)
         else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     write_params(dest, params)
     run(["git", "init", "-q"], dest)

@@ -229,3 +229,20 @@ def test_resume_does_not_modify_the_given_history_and_stops_when_done():
         history=longer,
     )
     assert done == longer and calls == []
+
+
+def test_converted_dataset_holds_bytes_and_gives_the_converted_batches():
+    """TinyVGG's images stay uint8 in memory; each batch is what converting them all would give."""
+    from transferlab.networks import uint8_to_float
+
+    images = torch.randint(0, 256, (10, 4, 4, 3), dtype=torch.uint8)
+    labels = torch.arange(10)
+    dataset = engine.ConvertedDataset(images, labels, uint8_to_float)
+    assert dataset.tensors[0].dtype == torch.uint8
+    generator = torch.Generator().manual_seed(0)
+    batches = list(engine.batch_loader(dataset, 4, generator))
+    expected = list(
+        engine.batch_loader(TensorDataset(uint8_to_float(images), labels), 4, torch.Generator().manual_seed(0))
+    )
+    for (inputs, batch_labels), (want, want_labels) in zip(batches, expected, strict=True):
+        assert torch.equal(inputs, want) and torch.equal(batch_labels, want_labels)

@@ -34,6 +34,19 @@ def select_device() -> torch.device:
     return torch.device(name)
 
 
+class ConvertedDataset(TensorDataset):
+    """A TensorDataset whose first tensor is converted a batch at a time as it is gathered (uint8
+    images to floats): it holds a byte per pixel, not four, and gives what converting it all would."""
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, convert: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__(inputs, labels)
+        self.convert = convert
+
+    def __getitem__(self, index):
+        inputs, labels = super().__getitem__(index)
+        return self.convert(inputs), labels
+
+
 def batch_loader(dataset: TensorDataset, batch_size: int, generator: torch.Generator | None = None) -> DataLoader:
     """The batches of DataLoader(dataset, batch_size, shuffle=generator is not None, generator=generator),
     in the same order, each gathered by one indexing of the tensors instead of per-sample collation."""

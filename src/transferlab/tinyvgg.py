@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import torch
-from torch.utils.data import TensorDataset
 
 from transferlab import data, engine
 from transferlab.checkpoints import Checkpoints
@@ -37,7 +36,7 @@ def train_tinyvgg(params: Params, paths: TinyVGGPaths) -> dict:
     engine.seed_everything(params.seed, device)
     model = TinyVGGModel.new(dataset.classes, p.hidden_units, image_size)
     board = TensorBoardRun(paths.runs_dir)
-    board.log_graph(trace_graph(model.scorer, val_set.tensors[0][:1]))
+    board.log_graph(trace_graph(model.scorer, val_set[[0]][0]))
     checkpoints = Checkpoints(CHECKPOINTS, keep_every_epoch=False)
     run = TrainingRun(model.scorer, train_set, val_set, p, params.seed, params.processes)
     history = fit(run, p.epochs, device, board, checkpoints, desc="tinyvgg")
@@ -62,6 +61,8 @@ def train_tinyvgg(params: Params, paths: TinyVGGPaths) -> dict:
     return metrics
 
 
-def _tensors(split: data.Split, indices: list[int]) -> TensorDataset:
-    """TinyVGG's inputs (floats in [0, 1]) and labels for `indices` of a split."""
-    return TensorDataset(TinyVGGModel.inputs_of(split.images[indices]), torch.as_tensor(split.labels[indices]))
+def _tensors(split: data.Split, indices: list[int]) -> engine.ConvertedDataset:
+    """TinyVGG's inputs (floats in [0, 1], made a batch at a time from the uint8 pixels) and labels
+    for `indices` of a split."""
+    images, labels = torch.as_tensor(split.images[indices]), torch.as_tensor(split.labels[indices])
+    return engine.ConvertedDataset(images, labels, TinyVGGModel.inputs_of)

@@ -34,7 +34,7 @@ class TrainingRun:
     """What a training run is made of, and so what identifies it."""
 
     model: nn.Module
-    train_set: TensorDataset
+    train_set: TensorDataset  # or engine.ConvertedDataset
     val_set: TensorDataset
     settings: TrainingParams
     seed: int

@@ -5,11 +5,13 @@ scenario's report and commands on made-up results. The benchmarks themselves are
 import re
 import subprocess
 import sys
+import tarfile
 import time
+from pathlib import Path
 
 import pytest
 
-from bench import grid, harness, partial, scale, sweep
+from bench import grid, harness, headline, partial, photos, scale, sweep
 from bench.report import Table, Target, console, markdown, missed, render, targets
 from helpers.projects import ROOT
 
@@ -84,7 +86,7 @@ def benchmarks_commands() -> dict[str, list[str]]:
 
 
 def test_command_lines_keep_their_defaults_and_benchmarks_md_commands_parse():
-    scripts = {"grid": grid, "partial": partial, "scale": scale, "sweep": sweep}
+    scripts = {"grid": grid, "headline": headline, "partial": partial, "photos": photos, "scale": scale, "sweep": sweep}
     assert set(benchmarks_commands()) == set(scripts)
     for script, args in benchmarks_commands().items():
         assert harness.parser(scripts[script]).parse_args(args).source == "../shared/data/cifar10-jpg.tar.gz"
@@ -314,3 +316,106 @@ def test_scale_command_line_and_grids():
         harness.parser(scale).parse_args(["--source", "d", "--tinyvgg-size", "12", "--tinyvgg-epochs", "1"])
     )
     assert (shrunk["subset"]["tinyvgg_train_size"], shrunk["tinyvgg"]["epochs"]) == (12, 1)
+
+
+def photos_results(download_2_md5: str = "a") -> dict:
+    def size(images, scale, rss):
+        stages = {
+            stage: {"wall_s": scale * (i + 1), "peak_rss_mib": rss + 100 * i} for i, stage in enumerate(photos.STAGES)
+        }
+        return {"images": images, "canonical_bytes": images * 150528, "stages": stages, "no_op_repro": {"wall_s": 1.5}}
+
+    runs = {"1": {"wall_s": 30.0, "md5": {"x": "a"}}, "2": {"wall_s": 16.0, "md5": {"x": download_2_md5}}}
+    return {
+        "build_s": 40,
+        "sizes": [size(6000, 6, 500), size(18000, 18.9, 560)],
+        "decode": {"images": 6000, "runs": runs},
+    }
+
+
+def test_photos_report_from_results():
+    per_stage, folders, checks = photos.report(photos_results())
+    download = per_stage.rows[0]
+    assert download[:4] == ("download", 1.0, pytest.approx(1.05), pytest.approx(1.05))
+    assert download[4:6] == (500, 560) and download[6] == pytest.approx(560 / 18000 / (500 / 6000))
+    assert download[7] == pytest.approx(60 * 1024 / 12000)  # KiB of peak RSS per added image
+    assert folders.rows[1] == (
+        18000,
+        pytest.approx(18000 * 150528 / 2**20),
+        pytest.approx((18000 * 150528 * 1.3 + 1.5e9) / 2**20),
+        1.5,
+    )
+    found = results_of(checks)
+    assert found["download: s per 1,000 images, 18000 / 6000 images"] == ("1.05x", "met")
+    assert found["largest (select_best): peak RSS at 18000 images"][1] == "met"
+    assert found["download: one decoding process / 2"] == ("1.88x (30.0 s / 16.0 s, 6000 images)", "met")
+    assert found["canonical dataset identical whatever the worker count"] == ("yes", "met")
+    slow = photos_results(download_2_md5="b")
+    slow["sizes"][1]["stages"]["evaluate"]["wall_s"] = 6 * 5 * 3 * 1.2  # 1.2x linear
+    assert missed(photos.report(slow)[-1]) == [
+        "evaluate: s per 1,000 images, 18000 / 6000 images",
+        "canonical dataset identical whatever the worker count",
+    ]
+
+
+def test_photos_folders_are_photo_like_and_nested(tmp_path):
+    """A flat <class>/<image> folder per size from a CIFAR-10-like archive: each photo a JPEG of a
+    seeded random size and aspect, the smaller folder the first images of each class of the larger."""
+    from PIL import Image
+
+    from helpers.images import make_image_folder
+
+    cifar = make_image_folder(
+        tmp_path / "cifar", classes=[f"c{i}" for i in range(10)], n_train=3, n_test=1, size=8, fmt="jpg"
+    )
+    archive = tmp_path / "cifar.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(cifar / "train", "train")
+        tar.add(cifar / "test", "test")
+    folders = photos.build_folders(archive, tmp_path / "photos", [10, 30], (40, 60), seed=0)
+    assert sorted(p.name for p in folders[30].iterdir()) == [f"c{i}" for i in range(10)]
+    large = sorted(folders[30].rglob("*.jpg"))
+    small = sorted(folders[10].rglob("*.jpg"))
+    assert len(large) == 30 and len(small) == 10
+    assert all(p.samefile(folders[30] / p.relative_to(folders[10])) for p in small)  # hard links of the first
+    sizes = {Image.open(p).size for p in large}
+    assert len(sizes) > 10 and all(max(s) in range(40, 61) and min(s) >= max(s) // 2 for s in sizes)
+    again = photos.build_folders(archive, tmp_path / "again", [30], (40, 60), seed=0)
+    assert [p.read_bytes() for p in sorted(again[30].rglob("*.jpg"))] == [p.read_bytes() for p in large]
+
+
+def test_photos_params_scale_the_subsets_with_the_images():
+    args = harness.parser(photos).parse_args(["--source", "d"])
+    assert (args.sizes, args.share, args.models, args.data_image_size) == ([6000, 18000], 12, ["effnet_lite0"], 224)
+    p = photos.params(args, 18000, Path("/photos/18000"))
+    assert p["subset"] == {"tinyvgg_train_size": 1500, "val_size": 1500, "test_size": 1500} and p["train_size"] == 1500
+    assert p["data"]["source"] == "/photos/18000" and p["data"]["image_size"] == 224 and p["data"]["resize"] == "crop"
+
+
+def test_headline_report_is_mean_and_std_over_seeds():
+    runs = {
+        seed: {"wall_s": 100.0, "test_acc": {"tinyvgg": tiny, "500_images-effnet_lite0-5_epochs": lite0}}
+        for seed, tiny, lite0 in (("42", 0.52, 0.66), ("0", 0.48, 0.67), ("1", 0.50, 0.68))
+    }
+    [table] = headline.report({"runs": runs})
+    assert table.rows[0] == ("tinyvgg", pytest.approx(52), pytest.approx(48), pytest.approx(50), "50.00 ± 2.00")
+    assert table.rows[1][0] == "500_images-effnet_lite0-5_epochs" and table.rows[1][-1] == "67.00 ± 1.00"
+
+
+def test_headline_params_set_the_seed_and_cut_the_grid():
+    args = harness.parser(headline).parse_args(["--source", "d"])
+    assert (args.seeds, args.stages, args.models, args.train_sizes, args.epochs) == (
+        [42, 0, 1],
+        [0, 1],
+        ["effnet_lite0"],
+        [500],
+        [5],
+    )
+    p = headline.params(args, 7)
+    assert (p["seed"], p["trainable_stages"], p["subset"]["test_size"], p["data"]["image_size"]) == (
+        7,
+        [0, 1],
+        2000,
+        32,
+    )
+    assert p["subset"]["tinyvgg_train_size"] == 10000 and p["tinyvgg"]["epochs"] == 10  # params.yaml's TinyVGG

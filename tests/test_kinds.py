@@ -152,3 +152,43 @@ def test_a_file_that_is_no_model_file_is_one_line(tmp_path):
     save_torch(path, {"kind": "transfer", "classes": CLASSES})
     with pytest.raises(UserError, match="not a model file this pipeline wrote"):
         model_files.load(path)
+
+
+def test_tinyvgg_scores_uint8_images_as_floats_a_batch_at_a_time():
+    """Its scoring set holds the uint8 images; every batch is what converting them all gives."""
+    from transferlab import engine
+    from transferlab.evaluation import logits_on
+
+    torch.manual_seed(0)
+    model = TinyVGGModel.new(["a", "b"], hidden_units=2, image_size=8)
+    images = np.random.default_rng(0).integers(0, 256, (70, 8, 8, 3), dtype=np.uint8)  # two batches
+    assert model.scoring_set(images, None, torch.device("cpu")).tensors[0].dtype == torch.uint8
+    with torch.no_grad():
+        expected = model.scorer.eval()(networks.uint8_to_float(images))
+    assert torch.equal(logits_on(model, images, None, torch.device("cpu")), expected)
+    assert engine.SCORING_BATCH < len(images)
+
+
+@pytest.mark.parametrize("image_size, grid", [(32, 8), (64, 8)])
+def test_tinyvgg_penultimate_is_its_layer_pooled_to_at_most_8_x_8(image_size, grid):
+    torch.manual_seed(0)
+    model = TinyVGGModel.new(["a", "b"], hidden_units=3, image_size=image_size)
+    images = np.random.default_rng(0).integers(0, 256, (70, image_size, image_size, 3), dtype=np.uint8)
+    features = model.penultimate(images)
+    assert features.shape == (70, 3 * grid * grid)
+    with torch.no_grad():
+        layer = model.scorer.block_2(model.scorer.block_1(networks.uint8_to_float(images)))
+    if image_size == 32:  # CIFAR-10's size: the layer itself, what the projector always showed
+        torch.testing.assert_close(features, layer.flatten(1), rtol=0, atol=1e-6)
+    else:
+        torch.testing.assert_close(features, torch.nn.functional.adaptive_avg_pool2d(layer, grid).flatten(1))
+
+
+def test_projector_thumbnails_are_at_most_64_px():
+    from transferlab.evaluation import thumbnails
+
+    small = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    assert torch.equal(thumbnails(small), networks.uint8_to_float(small))
+    large = np.full((70, 224, 224, 3), 200, dtype=np.uint8)
+    shrunk = thumbnails(large)
+    assert shrunk.shape == (70, 3, 64, 64) and torch.allclose(shrunk, torch.full_like(shrunk, 200 / 255))

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
 
 from transferlab import backbones, cache, data, engine, model_files, registry
 from transferlab.features import FeatureCaches
@@ -33,6 +32,9 @@ from transferlab.tracking import HPARAM_METRICS, TensorBoardRun, accuracy_by_tra
 from transferlab.transfer_kinds import FrozenHead
 
 PROJECTOR_CONFIG = "projector_config.pbtxt"
+# The projector draws every point as a thumbnail from one sprite image of them all: thumbnails of
+# larger images are scaled down to this side, so the sprite of a 2,000-image test subset stays small
+THUMBNAIL_SIDE = 64
 
 
 def trained_model_paths(tinyvgg_file: Path, transfer_dir: Path) -> dict[str, Path]:
@@ -43,10 +45,7 @@ def trained_model_paths(tinyvgg_file: Path, transfer_dir: Path) -> dict[str, Pat
 def logits_on(model: Model, images: np.ndarray, caches: FeatureCaches, device: torch.device) -> torch.Tensor:
     """The model's logits for N x H x W x 3 uint8 images (from cached features, or cached
     activations of its frozen part, when its backbone is frozen)."""
-    inputs = model.inputs(images, caches, device)
-    loader = engine.batch_loader(
-        TensorDataset(inputs, torch.zeros(len(inputs), dtype=torch.long)), engine.SCORING_BATCH
-    )
+    loader = engine.batch_loader(model.scoring_set(images, caches, device), engine.SCORING_BATCH)
     return engine.predict(model.scorer.to(device), loader, device)[0]
 
 
@@ -172,12 +171,25 @@ def _is_files(content: object) -> bool:
     return isinstance(content, dict) and all(isinstance(v, bytes) for v in content.values())
 
 
+def thumbnails(images: np.ndarray) -> torch.Tensor:
+    """The projector's picture of each N x H x W x 3 uint8 image: N x 3 x s x s floats in [0, 1], s
+    at most THUMBNAIL_SIDE, made a batch at a time."""
+    side = min(images.shape[1], THUMBNAIL_SIDE)
+    batches = (
+        uint8_to_float(images[start : start + engine.SCORING_BATCH])
+        for start in range(0, len(images), engine.SCORING_BATCH)
+    )
+    return torch.cat(
+        [batch if side == images.shape[1] else F.interpolate(batch, size=side, mode="area") for batch in batches]
+    )
+
+
 def embedding_files(tag: str, features: torch.Tensor, names: list[str], images: np.ndarray) -> dict[str, bytes]:
     """The files an embedding adds to a TensorBoard run (its projector config entry, features,
     labels and sprite), by path relative to the run."""
     with tempfile.TemporaryDirectory() as tmp:
         board = TensorBoardRun(tmp)
-        board.log_embedding(tag, features, names, uint8_to_float(images))
+        board.log_embedding(tag, features, names, thumbnails(images))
         board.close()
         return {
             str(path.relative_to(tmp)): path.read_bytes()

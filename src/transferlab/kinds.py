@@ -13,9 +13,16 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import TensorDataset
 
+from transferlab import engine
 from transferlab.networks import TinyVGG, count_parameters, uint8_to_float
+
+# The projector's view of TinyVGG's penultimate layer is pooled to this grid (its size at 32 px): at
+# a larger image size the layer is wider than the projector's text files can hold for 2,000 points.
+PROJECTOR_GRID = 8
 
 
 class Model:
@@ -50,6 +57,11 @@ class Model:
     def parameter_counts(self) -> dict[str, int]:
         return count_parameters(self.saved)
 
+    def scoring_set(self, images: np.ndarray, caches: object, device: torch.device) -> TensorDataset:
+        """What `scorer` scores for N x H x W x 3 uint8 images, for the engine's batches (labels unused)."""
+        inputs = self.inputs(images, caches, device)
+        return TensorDataset(inputs, torch.zeros(len(inputs), dtype=torch.long))
+
     @property
     def data_image_size(self) -> int:
         """The side length of the canonical images the model was trained on."""
@@ -78,15 +90,25 @@ class TinyVGGModel(Model):
     def inputs_of(images: np.ndarray) -> torch.Tensor:
         return uint8_to_float(images)
 
-    def inputs(self, images: np.ndarray, caches: object, device: torch.device) -> torch.Tensor:
-        """Its inputs for N x H x W x 3 uint8 images (no feature cache: `caches` is not used)."""
-        return self.inputs_of(images)
+    def scoring_set(self, images: np.ndarray, caches: object, device: torch.device) -> TensorDataset:
+        """The uint8 images, each batch made floats as it is scored (no feature cache: `caches` is
+        not used)."""
+        labels = torch.zeros(len(images), dtype=torch.long)
+        return engine.ConvertedDataset(torch.as_tensor(images), labels, self.inputs_of)
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         return self.inputs_of(images)
 
     def penultimate(self, images: np.ndarray) -> torch.Tensor:
-        """What its last linear layer separates (for the projector), on the CPU."""
+        """What its last linear layer separates (for the projector), pooled to at most
+        PROJECTOR_GRID x PROJECTOR_GRID, on the CPU, a batch at a time."""
         network = self.scorer.cpu()  # scoring may have moved it to an accelerator
+        batches = range(0, len(images), engine.SCORING_BATCH)
         with torch.no_grad():
-            return network.block_2(network.block_1(self.inputs_of(images))).flatten(1)
+            return torch.cat([self._pooled(network, images[start : start + engine.SCORING_BATCH]) for start in batches])
+
+    def _pooled(self, network: TinyVGG, images: np.ndarray) -> torch.Tensor:
+        layer = network.block_2(network.block_1(self.inputs_of(images)))
+        if layer.shape[-1] > PROJECTOR_GRID:
+            layer = F.adaptive_avg_pool2d(layer, PROJECTOR_GRID)
+        return layer.flatten(1)

@@ -16,7 +16,9 @@ README_MAX_LINES = 250
 
 
 def markdown_files() -> list[Path]:
-    return [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    """The project's own Markdown: not the npm packages `make vega` installs under docs/browser."""
+    docs = [path for path in sorted((ROOT / "docs").rglob("*.md")) if "node_modules" not in path.parts]
+    return [ROOT / "README.md", ROOT / "BENCHMARKS.md", *docs]
 
 
 def parse(path: Path) -> list:

@@ -7,8 +7,8 @@ Then, for each size in one project copy, at data.image_size --data-image-size wi
 (--models), TinyVGG, train, validation and test subsets each 1/--share of the images (so every
 stage's work grows with them): every stage timed alone in pipeline order from an empty cache
 (`dvc repro --force --no-run-cache --single-item STAGE`), then a no-op `dvc repro` (DVC checks the
-folder it depends on). Last, the download stage itself on the smallest folder with one decoding
-process and with every core (TRANSFERLAB_WORKERS), its outputs compared.
+folder it depends on). Last, the download stage itself on the largest folder (the least start-up
+per image) with one decoding process and with every core (TRANSFERLAB_WORKERS), its outputs compared.
 
 Reported: per stage, seconds per 1,000 images and peak RSS at each size; the ratio of s/1,000 images
 and of peak RSS per image between the largest and smallest size (1.0: exactly linear; less: fixed
@@ -155,8 +155,8 @@ def canonical_bytes(project: harness.Project) -> int:
 
 
 def decode_speed_up(project: harness.Project, args, folders: dict[int, Path]) -> dict:
-    """The download stage on the smallest folder with one decoding process and with every core."""
-    images = min(folders)
+    """The download stage on the largest folder with one decoding process and with every core."""
+    images = max(folders)
     project.write_params(params(args, images, folders[images]))
     runs = {}
     for workers in (1, len(os.sched_getaffinity(0))):

@@ -96,8 +96,14 @@ def test_command_lines_keep_their_defaults_and_benchmarks_md_commands_parse():
     assert (defaults["partial"].test_size, defaults["partial"].rounds, defaults["partial"].stages) == (2000, 1, 1)
     assert (defaults["partial"].naive_models, defaults["partial"].naive_test_size) == (["effnet_lite0"], 500)
     assert (defaults["sweep"].epochs, defaults["sweep"].tinyvgg_size, defaults["sweep"].jobs) == ([5], 500, 2)
-    for args in defaults.values():
-        assert args.models == ["effnet_lite0", "effnet_lite2"] and args.train_sizes == [500, 1000]
+    own_photos, seeds = defaults["photos"], defaults["headline"]
+    assert (own_photos.sizes, own_photos.share, own_photos.data_image_size) == ([6000, 18000], 12, 224)
+    assert (seeds.seeds, seeds.stages, seeds.test_size) == ([42, 0, 1], [0, 1], 2000)
+    assert (seeds.train_sizes, seeds.epochs) == ([500], [5])
+    for name, args in defaults.items():
+        one_backbone = name in ("photos", "headline")
+        assert args.models == (["effnet_lite0"] if one_backbone else ["effnet_lite0", "effnet_lite2"])
+        assert name == "headline" or args.train_sizes == [500, 1000]
         assert args.image_size is None and args.workdir is None and not args.markdown
     with pytest.raises(SystemExit):
         harness.parser(grid).parse_args([])  # --source is required

@@ -152,8 +152,8 @@ def log_cached_embedding(
     each shown as its image). Its files are made once per content, in the machine-wide cache, and
     copied: writing them (the features as text, the sprite) is most of what evaluate would
     otherwise redo on every run (`cache_root`: the machine-wide cache)."""
-    digest = hashlib.sha1(features.numpy().tobytes())
-    for part in (tag, *names, images.tobytes()):
+    digest = hashlib.sha1(np.ascontiguousarray(features.numpy()))  # the arrays' bytes, hashed in place
+    for part in (tag, *names, np.ascontiguousarray(images)):
         digest.update(part.encode() if isinstance(part, str) else part)
     entry = cache_root / "projector" / f"{digest.hexdigest()}.pt"
     if (files := cache.read(entry, _is_files)) is None:

@@ -117,8 +117,11 @@ class FeatureCache:
             f"({len(set(keys)) - len(new_keys)} cached) on {self.runtime} in {self.shards_dir}",
             file=sys.stderr,
         )
-        first_index = {key: index for index, key in reversed(list(enumerate(keys)))}
-        new_images = images[[first_index[key] for key in new_keys]]
+        if len(new_keys) == len(keys):  # every image new and distinct: no copy of the subset
+            new_images = images
+        else:
+            first_index = {key: index for index, key in reversed(list(enumerate(keys)))}
+            new_images = images[[first_index[key] for key in new_keys]]
         desc = f"features {self.name} ({self.runtime})"
         if (processes := min(self.processes, len(new_images))) > 1:
             parts = distributed.launch(

@@ -170,11 +170,8 @@ def decode_speed_up(project: harness.Project, args, folders: dict[int, Path]) ->
 
 
 def md5(path: Path) -> str:
-    digest = hashlib.md5()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def run(project: harness.Project, args) -> dict:
@@ -208,9 +205,8 @@ def report(r: dict) -> list[Table]:
         checks.append((TARGETS["time"].named(stage, n_large, n_small), time_ratio))
         checks.append((TARGETS["memory"].named(stage, n_large, n_small), memory_ratio))
     for size in r["sizes"]:
-        bound = replace_limit(TARGETS["bound"], memory_bound_mib(size["canonical_bytes"]))
-        peak = max(size["stages"].values(), key=lambda run: run["peak_rss_mib"])
-        stage = next(name for name, run in size["stages"].items() if run is peak)
+        bound = replace(TARGETS["bound"], limit=round(memory_bound_mib(size["canonical_bytes"])))
+        stage, peak = max(size["stages"].items(), key=lambda item: item[1]["peak_rss_mib"])
         checks.append((bound.named(f"largest ({stage})", size["images"]), peak["peak_rss_mib"]))
     decode = r["decode"]
     (one, single), (workers, every) = sorted(decode["runs"].items(), key=lambda item: int(item[0]))
@@ -246,10 +242,6 @@ def report(r: dict) -> list[Table]:
         ),
         targets(checks),
     ]
-
-
-def replace_limit(target: Target, limit: float) -> Target:
-    return replace(target, limit=round(limit))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -45,6 +45,20 @@ class ConvertedDataset(TensorDataset):
     def __getitem__(self, index):
         inputs, labels = super().__getitem__(index)
         return self.convert(inputs), labels
+
+
+def in_batches(
+    apply: Callable[[np.ndarray], torch.Tensor],
+    images: np.ndarray,
+    batch_size: int,
+    progress: Callable[[range], Iterable[int]] = iter,
+) -> torch.Tensor:
+    """`apply` of each run of `batch_size` images, concatenated: what it gives for all of `images`
+    (N > 0), holding one batch of its intermediate values at a time (`progress`: wraps the batch
+    starts, a tqdm bar say)."""
+    return torch.cat(
+        [apply(images[start : start + batch_size]) for start in progress(range(0, len(images), batch_size))]
+    )
 
 
 def batch_loader(dataset: TensorDataset, batch_size: int, generator: torch.Generator | None = None) -> DataLoader:

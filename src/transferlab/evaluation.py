@@ -175,13 +175,12 @@ def thumbnails(images: np.ndarray) -> torch.Tensor:
     """The projector's picture of each N x H x W x 3 uint8 image: N x 3 x s x s floats in [0, 1], s
     at most THUMBNAIL_SIDE, made a batch at a time."""
     side = min(images.shape[1], THUMBNAIL_SIDE)
-    batches = (
-        uint8_to_float(images[start : start + engine.SCORING_BATCH])
-        for start in range(0, len(images), engine.SCORING_BATCH)
-    )
-    return torch.cat(
-        [batch if side == images.shape[1] else F.interpolate(batch, size=side, mode="area") for batch in batches]
-    )
+
+    def thumbnail_batch(batch: np.ndarray) -> torch.Tensor:
+        floats = uint8_to_float(batch)
+        return floats if side == batch.shape[1] else F.interpolate(floats, size=side, mode="area")
+
+    return engine.in_batches(thumbnail_batch, images, engine.SCORING_BATCH)
 
 
 def embedding_files(tag: str, features: torch.Tensor, names: list[str], images: np.ndarray) -> dict[str, bytes]:

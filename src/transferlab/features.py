@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from transferlab import backbones, cache, distributed, registry, runtimes
+from transferlab import backbones, cache, distributed, engine, registry, runtimes
 from transferlab.backbones import Backbone
 from transferlab.torchfiles import save_torch
 
@@ -41,8 +41,8 @@ def compute(
     extract: Callable[[np.ndarray], torch.Tensor], images: np.ndarray, batch_size: int, desc: str, progress: bool = True
 ) -> torch.Tensor:
     """Features of N x H x W x 3 uint8 images (N > 0), one `extract` call per batch."""
-    batches = tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress)
-    return torch.cat([extract(images[start : start + batch_size]) for start in batches])
+    bar = functools.partial(tqdm, desc=desc, unit="batch", disable=not progress)
+    return engine.in_batches(extract, images, batch_size, bar)
 
 
 def _compute_part(

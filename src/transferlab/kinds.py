@@ -103,12 +103,12 @@ class TinyVGGModel(Model):
         """What its last linear layer separates (for the projector), pooled to at most
         PROJECTOR_GRID x PROJECTOR_GRID, on the CPU, a batch at a time."""
         network = self.scorer.cpu()  # scoring may have moved it to an accelerator
-        batches = range(0, len(images), engine.SCORING_BATCH)
-        with torch.no_grad():
-            return torch.cat([self._pooled(network, images[start : start + engine.SCORING_BATCH]) for start in batches])
 
-    def _pooled(self, network: TinyVGG, images: np.ndarray) -> torch.Tensor:
-        layer = network.block_2(network.block_1(self.inputs_of(images)))
-        if layer.shape[-1] > PROJECTOR_GRID:
-            layer = F.adaptive_avg_pool2d(layer, PROJECTOR_GRID)
-        return layer.flatten(1)
+        def pooled(batch: np.ndarray) -> torch.Tensor:
+            layer = network.block_2(network.block_1(self.inputs_of(batch)))
+            if layer.shape[-1] > PROJECTOR_GRID:
+                layer = F.adaptive_avg_pool2d(layer, PROJECTOR_GRID)
+            return layer.flatten(1)
+
+        with torch.no_grad():
+            return engine.in_batches(pooled, images, engine.SCORING_BATCH)
